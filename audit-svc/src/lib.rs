@@ -1,0 +1,1 @@
+//! audit-svc (placeholder until its crate is laid).

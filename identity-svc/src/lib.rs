@@ -1,0 +1,1 @@
+//! identity-svc (placeholder until its crate is laid).

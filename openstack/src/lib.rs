@@ -1,0 +1,1 @@
+//! openstack (placeholder until its crate is laid).

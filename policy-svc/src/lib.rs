@@ -1,0 +1,1 @@
+//! policy-svc (placeholder until its crate is laid).

@@ -1,0 +1,1 @@
+//! snapkeeper (placeholder until its crate is laid).

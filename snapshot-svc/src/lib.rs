@@ -1,0 +1,1 @@
+//! snapshot-svc (placeholder until its crate is laid).
