@@ -122,6 +122,23 @@ impl DatabaseArgs {
     }
 }
 
+/// Where the suite's gRPC services are, for the processes that call them.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServiceUrls {
+    /// policy-svc gRPC URL.
+    #[arg(long, env = "POLICY_SVC_URL", default_value = "http://127.0.0.1:50051")]
+    pub policy_url: String,
+    /// identity-svc gRPC URL.
+    #[arg(long, env = "IDENTITY_SVC_URL", default_value = "http://127.0.0.1:50052")]
+    pub identity_url: String,
+    /// snapshot-svc gRPC URL.
+    #[arg(long, env = "SNAPSHOT_SVC_URL", default_value = "http://127.0.0.1:50053")]
+    pub snapshot_url: String,
+    /// audit-svc gRPC URL.
+    #[arg(long, env = "AUDIT_SVC_URL", default_value = "http://127.0.0.1:50054")]
+    pub audit_url: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
