@@ -1,0 +1,23 @@
+//! The settings of the `policy-svc` binary.
+
+use std::net::SocketAddr;
+
+use service_kit::config::{DatabaseArgs, SecurityArgs, TelemetryArgs};
+
+/// Settings of `policy-svc`; every flag has an environment twin.
+#[derive(clap::Parser, Debug, Clone)]
+#[command(name = "policy-svc", about = "Rules, policy catalog, assignments and exclusions", version)]
+pub struct Config {
+    /// Address the gRPC server listens on.
+    #[arg(long, env = "POLICY_SVC_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// Where the service keeps its data.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Service-to-service credential and TLS.
+    #[command(flatten)]
+    pub security: SecurityArgs,
+    /// Logs and traces.
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+}

@@ -1,0 +1,11 @@
+use clap::Parser;
+use service_kit::server::{bind, shutdown_signal};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = policy_svc::Config::parse();
+    let _telemetry = service_kit::telemetry::init("policy-svc", config.telemetry.log_format)?;
+    let listener = bind(config.listen).await?;
+    policy_svc::serve(config, listener, shutdown_signal()).await?;
+    Ok(())
+}

@@ -1,0 +1,110 @@
+-- snapshot-svc: runs with their steps and batches, the work items that make creates
+-- crash-safe, the outbox that carries audit events to audit-svc, and the scheduler lease.
+-- Times are RFC 3339 UTC text so one query path serves SQLite and PostgreSQL.
+
+CREATE TABLE snapshot_runs (
+    id                  TEXT    PRIMARY KEY,           -- UUID v7
+    kind                TEXT    NOT NULL CHECK (kind IN ('manual', 'scheduled')),
+    status              TEXT    NOT NULL CHECK (status IN
+                            ('pending', 'running', 'completed', 'partial', 'failed', 'cancelled', 'interrupted')),
+    dry_run             BOOLEAN NOT NULL DEFAULT 0,
+    triggered_by        TEXT    NOT NULL,              -- user name, or 'scheduler'
+    scope               TEXT    NOT NULL DEFAULT '{}', -- JSON: project ids, policies, regions
+    execution_host      TEXT,
+    created_at          TEXT    NOT NULL,
+    started_at          TEXT,
+    finished_at         TEXT,
+    heartbeat_at        TEXT,
+    cancel_requested    BOOLEAN NOT NULL DEFAULT 0,
+    total_volumes       INTEGER NOT NULL DEFAULT 0,
+    snapshots_created   INTEGER NOT NULL DEFAULT 0,
+    snapshots_deleted   INTEGER NOT NULL DEFAULT 0,
+    snapshots_failed    INTEGER NOT NULL DEFAULT 0,
+    volumes_skipped     INTEGER NOT NULL DEFAULT 0,
+    quota_blocked       INTEGER NOT NULL DEFAULT 0,
+    total_batches       INTEGER NOT NULL DEFAULT 0,
+    completed_batches   INTEGER NOT NULL DEFAULT 0,
+    current_batch       INTEGER NOT NULL DEFAULT 0,
+    batch_size_config   INTEGER NOT NULL DEFAULT 20,
+    batch_delay_sec     REAL    NOT NULL DEFAULT 0,
+    progress_pct        REAL    NOT NULL DEFAULT 0,
+    estimated_finish_at TEXT,
+    error_summary       TEXT
+);
+-- At most one active run of each kind: the database decides, not a check-then-insert.
+CREATE UNIQUE INDEX snapshot_runs_one_active_per_kind ON snapshot_runs (kind)
+    WHERE status IN ('pending', 'running');
+CREATE INDEX snapshot_runs_created ON snapshot_runs (created_at);
+CREATE INDEX snapshot_runs_status ON snapshot_runs (status);
+
+CREATE TABLE snapshot_run_steps (
+    run_id      TEXT    NOT NULL REFERENCES snapshot_runs (id),
+    position    INTEGER NOT NULL,
+    key         TEXT    NOT NULL,                      -- policy_assign, inventory_pre, snapshots, inventory_post
+    label       TEXT    NOT NULL,
+    status      TEXT    NOT NULL DEFAULT 'pending'
+                    CHECK (status IN ('pending', 'running', 'completed', 'failed', 'skipped')),
+    started_at  TEXT,
+    finished_at TEXT,
+    error       TEXT,
+    PRIMARY KEY (run_id, key)
+);
+
+CREATE TABLE snapshot_run_batches (
+    run_id        TEXT    NOT NULL REFERENCES snapshot_runs (id),
+    batch_number  INTEGER NOT NULL,
+    region        TEXT,
+    tenant_ids    TEXT    NOT NULL,                    -- JSON array of project ids
+    tenant_names  TEXT    NOT NULL,                    -- JSON array of project names
+    total_volumes INTEGER NOT NULL DEFAULT 0,
+    completed     INTEGER NOT NULL DEFAULT 0,
+    failed        INTEGER NOT NULL DEFAULT 0,
+    skipped       INTEGER NOT NULL DEFAULT 0,
+    quota_blocked INTEGER NOT NULL DEFAULT 0,
+    status        TEXT    NOT NULL DEFAULT 'pending'
+                      CHECK (status IN ('pending', 'running', 'completed', 'partial', 'failed', 'cancelled')),
+    claimed_by    TEXT,
+    started_at    TEXT,
+    finished_at   TEXT,
+    error_message TEXT,
+    PRIMARY KEY (run_id, batch_number)
+);
+
+-- A snapshot we are about to create, recorded before the create call so that a crash
+-- mid-call is resolved by looking the snapshot up instead of creating it twice.
+CREATE TABLE run_work_items (
+    idempotency_key TEXT    PRIMARY KEY,               -- volume + policy + slot
+    run_id          TEXT    NOT NULL REFERENCES snapshot_runs (id),
+    volume_id       TEXT    NOT NULL,
+    project_id      TEXT    NOT NULL,
+    policy          TEXT    NOT NULL,
+    slot            TEXT    NOT NULL,
+    region          TEXT,
+    state           TEXT    NOT NULL DEFAULT 'planned'
+                        CHECK (state IN ('planned', 'creating', 'created', 'failed', 'quota_blocked', 'skipped')),
+    snapshot_id     TEXT,
+    error           TEXT,
+    created_at      TEXT    NOT NULL,
+    updated_at      TEXT    NOT NULL
+);
+CREATE INDEX run_work_items_run ON run_work_items (run_id, state);
+
+-- Audit events written in the same transaction as the action they describe; a relay
+-- delivers them to audit-svc and deletes them once acknowledged.
+CREATE TABLE outbox (
+    event_id     TEXT    PRIMARY KEY,                  -- UUID v7, audit-svc dedupes on it
+    run_id       TEXT,
+    payload      BLOB    NOT NULL,                     -- encoded audit event
+    created_at   TEXT    NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at TEXT NOT NULL,
+    last_error   TEXT
+);
+CREATE INDEX outbox_due ON outbox (next_attempt_at);
+
+-- Who schedules: one replica holds the lease and renews it.
+CREATE TABLE scheduler_lease (
+    name        TEXT PRIMARY KEY,
+    holder      TEXT NOT NULL,
+    expires_at  TEXT NOT NULL
+);

@@ -1,0 +1,27 @@
+//! The settings of the `snapshot-svc` binary.
+
+use std::net::SocketAddr;
+
+use service_kit::config::{DatabaseArgs, SecurityArgs, TelemetryArgs};
+
+/// Settings of `snapshot-svc`; every flag has an environment twin.
+#[derive(clap::Parser, Debug, Clone)]
+#[command(
+    name = "snapshot-svc",
+    about = "Runs: scheduler, due snapshots, retention, quotas and progress",
+    version
+)]
+pub struct Config {
+    /// Address the gRPC server listens on.
+    #[arg(long, env = "SNAPSHOT_SVC_LISTEN", default_value = "127.0.0.1:50053")]
+    pub listen: SocketAddr,
+    /// Where the service keeps its data.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Service-to-service credential and TLS.
+    #[command(flatten)]
+    pub security: SecurityArgs,
+    /// Logs and traces.
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+}
