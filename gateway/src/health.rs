@@ -67,7 +67,8 @@ async fn check(dependency: &Dependency) -> ServiceHealth {
     let latency_ms = started.elapsed().as_millis() as u64;
     let (status, error) = match answer {
         Ok(Ok(response)) => {
-            let status = ServingStatus::try_from(response.into_inner().status).unwrap_or(ServingStatus::Unknown);
+            let status =
+                ServingStatus::try_from(response.into_inner().status).unwrap_or(ServingStatus::Unknown);
             (status.as_str_name().to_owned(), None)
         }
         Ok(Err(status)) => ("UNREACHABLE".to_owned(), Some(status.message().to_owned())),

@@ -18,6 +18,13 @@ use crate::config::SecurityArgs;
 use crate::internal_auth::InternalAuthLayer;
 use crate::telemetry::grpc_server_span;
 
+/// Services every server offers beside its own, as listed by reflection.
+const OPERATIONAL_SERVICES: [&str; 3] = [
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
 /// Collects a process's gRPC services and serves them.
 pub struct GrpcServer {
     routes: RoutesBuilder,
@@ -81,6 +88,11 @@ impl GrpcServer {
         for set in &self.descriptor_sets {
             reflection_v1 = reflection_v1.register_encoded_file_descriptor_set(set);
             reflection_v1alpha = reflection_v1alpha.register_encoded_file_descriptor_set(set);
+        }
+        // Descriptor sets may describe more services than this process serves; list only ours.
+        for name in self.service_names.iter().copied().chain(OPERATIONAL_SERVICES) {
+            reflection_v1 = reflection_v1.with_service_name(name);
+            reflection_v1alpha = reflection_v1alpha.with_service_name(name);
         }
         routes.add_service(reflection_v1.build_v1().map_err(|e| KitError::Config(e.to_string()))?);
         routes.add_service(reflection_v1alpha.build_v1alpha().map_err(|e| KitError::Config(e.to_string()))?);
