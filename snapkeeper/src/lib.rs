@@ -1,1 +1,4 @@
-//! snapkeeper (placeholder until its crate is laid).
+//! The operator CLI. [`up`] runs the whole suite in one process: each service on its own port,
+//! talking real gRPC over loopback, with SQLite files under `.snapkeeper/` by default.
+
+pub mod up;
