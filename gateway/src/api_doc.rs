@@ -12,7 +12,10 @@ use utoipa::OpenApi;
         title = "Snapkeeper API",
         description = "Policy-driven Cinder snapshots: rules, runs, audit records and compliance."
     ),
-    tags((name = "operations", description = "Health and service information"))
+    tags(
+        (name = "operations", description = "Health and service information"),
+        (name = "policies", description = "Rules, policy catalog, assignments and exclusions")
+    )
 )]
 struct ApiDoc;
 

@@ -7,7 +7,9 @@
 
 pub mod api_doc;
 pub mod config;
+pub mod error;
 pub mod health;
+pub mod rules;
 pub mod ui;
 pub mod upstream;
 
@@ -36,6 +38,7 @@ pub enum GatewayError {
 pub fn router(upstream: Upstream) -> Router {
     let (api, openapi) = OpenApiRouter::with_openapi(api_doc::base())
         .routes(utoipa_axum::routes!(health::healthz))
+        .routes(utoipa_axum::routes!(rules::get_rules))
         .with_state(upstream)
         .split_for_parts();
     api.merge(api_doc::routes(openapi))

@@ -3,6 +3,7 @@
 use service_kit::KitError;
 use service_kit::client::{ServiceChannel, Timeouts, connect_lazy};
 use service_kit::config::{SecurityArgs, ServiceUrls};
+use snapkeeper_proto::policy::v1::policy_service_client::PolicyServiceClient;
 
 /// One service the gateway depends on.
 #[derive(Clone)]
@@ -25,6 +26,11 @@ pub struct Upstream {
 }
 
 impl Upstream {
+    /// A policy-svc client.
+    pub fn policy(&self) -> PolicyServiceClient<ServiceChannel> {
+        PolicyServiceClient::new(self.dependencies[0].channel.clone())
+    }
+
     /// Lazily connecting channels to every service (nothing is dialled until first use).
     pub fn connect(urls: &ServiceUrls, security: &SecurityArgs) -> Result<Self, KitError> {
         let services = [
