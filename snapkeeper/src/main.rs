@@ -12,6 +12,8 @@ struct Cli {
 enum Command {
     /// Run the whole suite in one process (SQLite under .snapkeeper/ unless DATABASE_URL is PostgreSQL).
     Up(snapkeeper::up::UpArgs),
+    /// Run the OpenStack simulator alone (Keystone v3, Cinder v3, Nova) on loopback.
+    Sim(openstack_sim::cli::SimArgs),
 }
 
 #[tokio::main]
@@ -23,6 +25,15 @@ async fn main() -> anyhow::Result<()> {
             let suite = snapkeeper::up::start(args).await?;
             println!("{}", suite.banner());
             suite.run_until(service_kit::server::shutdown_signal()).await
+        }
+        Command::Sim(args) => {
+            let _telemetry =
+                service_kit::telemetry::init("openstack-sim", service_kit::telemetry::LogFormat::Text)?;
+            let simulator = args.start().await?;
+            println!("{}\n\nPress Ctrl-C to stop.", args.describe(&simulator));
+            service_kit::server::shutdown_signal().await;
+            simulator.shutdown().await;
+            Ok(())
         }
     }
 }

@@ -4,8 +4,12 @@
 use std::fmt::Write as _;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::Context as _;
+use clap::Parser as _;
+use openstack::CloudConfig;
+use openstack_sim::{Faults, Scenario, SimConfig, SimHandle, Simulator};
 use service_kit::config::{DatabaseArgs, SecurityArgs, ServiceUrls, TelemetryArgs};
 use service_kit::db::Backend;
 use service_kit::server::bind;
@@ -31,6 +35,13 @@ pub struct UpArgs {
     /// Address of audit-svc.
     #[arg(long, env = "AUDIT_SVC_LISTEN", default_value = "127.0.0.1:50054")]
     pub audit_listen: SocketAddr,
+    /// A cloud from clouds.yaml; without it (and without `OS_AUTH_URL`/`PF9_AUTH_URL`) the suite
+    /// runs against the built-in simulator with a demo cloud.
+    #[arg(long, env = "OS_CLOUD")]
+    pub cloud: Option<String>,
+    /// Where the built-in simulator listens (loopback only).
+    #[arg(long, env = "SNAPKEEPER_SIM_LISTEN", default_value = "127.0.0.1:5050")]
+    pub sim_listen: SocketAddr,
     /// SQLite folder, or a PostgreSQL URL in which each service keeps its own schema.
     #[command(flatten)]
     pub database: DatabaseArgs,
@@ -57,10 +68,58 @@ pub struct Addresses {
     pub audit: SocketAddr,
 }
 
+/// The cloud the suite works on.
+pub enum Cloud {
+    /// A real cloud, from clouds.yaml or the `OS_*`/`PF9_*` variables.
+    Real(CloudConfig),
+    /// The built-in simulator with the demo cloud.
+    Simulated {
+        /// How to reach the simulator as its admin.
+        config: CloudConfig,
+        /// The running simulator.
+        handle: SimHandle,
+    },
+}
+
+impl Cloud {
+    /// The configuration services use to reach the cloud.
+    pub fn config(&self) -> &CloudConfig {
+        match self {
+            Self::Real(config) | Self::Simulated { config, .. } => config,
+        }
+    }
+}
+
+/// The real cloud named by `--cloud`, `OS_*` or `PF9_*`, else a simulator with the demo cloud.
+async fn cloud(args: &UpArgs) -> anyhow::Result<Cloud> {
+    let env = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
+    let named = args.cloud.clone().filter(|name| !name.is_empty());
+    if named.is_some() || env("OS_AUTH_URL").is_some() || env("PF9_AUTH_URL").is_some() {
+        let lookup = |name: &str| if name == "OS_CLOUD" { named.clone() } else { env(name) };
+        let config = CloudConfig::from_lookup(&lookup).context("reading the cloud configuration")?;
+        return Ok(Cloud::Real(config));
+    }
+    let password = env("SNAPKEEPER_DEMO_PASSWORD").unwrap_or_else(|| "demo".to_owned());
+    let handle = Simulator::start(SimConfig {
+        addr: args.sim_listen,
+        scenario: Scenario::demo_with_password(&password),
+        faults: Faults::default(),
+        snapshot_delay: Duration::from_secs(2),
+        volume_delay: Duration::from_secs(2),
+        token_ttl: Duration::from_secs(3600),
+        keystone_list_limit: None,
+    })
+    .await
+    .with_context(|| format!("the simulator cannot listen on {} (use --sim-listen)", args.sim_listen))?;
+    let config = CloudConfig::password(&handle.auth_url(), "admin", "Default", &password, "admin", "Default");
+    Ok(Cloud::Simulated { config, handle })
+}
+
 /// A started suite; [`Suite::run_until`] keeps it running.
 pub struct Suite {
     addresses: Addresses,
     storage: String,
+    cloud: Cloud,
     stop: CancellationToken,
     tasks: JoinSet<anyhow::Result<()>>,
 }
@@ -76,6 +135,9 @@ pub async fn start(args: UpArgs) -> anyhow::Result<Suite> {
             "DATABASE_URL for `snapkeeper up` must be a postgres:// URL; SQLite files go under --data-dir"
         ),
     };
+    if !args.sim_listen.ip().is_loopback() {
+        anyhow::bail!("--sim-listen {}: the simulator listens on loopback only", args.sim_listen);
+    }
     let policy = listen(args.policy_listen, "policy-svc").await?;
     let identity = listen(args.identity_listen, "identity-svc").await?;
     let snapshot = listen(args.snapshot_listen, "snapshot-svc").await?;
@@ -89,43 +151,36 @@ pub async fn start(args: UpArgs) -> anyhow::Result<Suite> {
         audit: audit.local_addr()?,
     };
 
+    let cloud = cloud(&args).await?;
     let stop = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let (database, security, telemetry) = (args.database, args.security, args.telemetry);
 
-    let config = policy_svc::Config {
-        listen: addresses.policy,
-        database: database.clone(),
-        security: security.clone(),
-        telemetry: telemetry.clone(),
-    };
+    macro_rules! configure {
+        ($service:ident, $name:literal, $listen:expr) => {{
+            // Defaults and environment first, so settings a service adds need no change here.
+            let mut config =
+                $service::Config::try_parse_from([$name]).context(concat!("configuring ", $name))?;
+            config.listen = $listen;
+            config.database = database.clone();
+            config.security = security.clone();
+            config.telemetry = telemetry.clone();
+            config
+        }};
+    }
+    let config = configure!(policy_svc, "policy-svc", addresses.policy);
     tasks.spawn(supervise("policy-svc", policy_svc::serve(config, policy, stop.clone().cancelled_owned())));
-    let config = identity_svc::Config {
-        listen: addresses.identity,
-        database: database.clone(),
-        security: security.clone(),
-        telemetry: telemetry.clone(),
-    };
+    let config = configure!(identity_svc, "identity-svc", addresses.identity);
     tasks.spawn(supervise(
         "identity-svc",
         identity_svc::serve(config, identity, stop.clone().cancelled_owned()),
     ));
-    let config = snapshot_svc::Config {
-        listen: addresses.snapshot,
-        database: database.clone(),
-        security: security.clone(),
-        telemetry: telemetry.clone(),
-    };
+    let config = configure!(snapshot_svc, "snapshot-svc", addresses.snapshot);
     tasks.spawn(supervise(
         "snapshot-svc",
         snapshot_svc::serve(config, snapshot, stop.clone().cancelled_owned()),
     ));
-    let config = audit_svc::Config {
-        listen: addresses.audit,
-        database,
-        security: security.clone(),
-        telemetry: telemetry.clone(),
-    };
+    let config = configure!(audit_svc, "audit-svc", addresses.audit);
     tasks.spawn(supervise("audit-svc", audit_svc::serve(config, audit, stop.clone().cancelled_owned())));
 
     let url = |address: SocketAddr| format!("http://{address}");
@@ -141,7 +196,7 @@ pub async fn start(args: UpArgs) -> anyhow::Result<Suite> {
         telemetry,
     };
     tasks.spawn(supervise("gateway", gateway::serve(config, gateway, stop.clone().cancelled_owned())));
-    Ok(Suite { addresses, storage, stop, tasks })
+    Ok(Suite { addresses, storage, cloud, stop, tasks })
 }
 
 async fn listen(address: SocketAddr, service: &str) -> anyhow::Result<TcpListener> {
@@ -163,10 +218,21 @@ impl Suite {
         self.addresses
     }
 
+    /// The cloud the suite works on.
+    pub fn cloud(&self) -> &Cloud {
+        &self.cloud
+    }
+
     /// What to tell the operator once the suite is up.
     pub fn banner(&self) -> String {
         let a = self.addresses;
-        let mut text = format!("Snapkeeper is up ({}).\n\n", self.storage);
+        let cloud = match &self.cloud {
+            Cloud::Real(config) => format!("cloud {}", config.auth_url),
+            Cloud::Simulated { handle, .. } => {
+                format!("simulated demo cloud {}, users demo-admin / demo-reader", handle.auth_url())
+            }
+        };
+        let mut text = format!("Snapkeeper is up ({}; {cloud}).\n\n", self.storage);
         let _ = writeln!(
             text,
             "  UI and REST API  http://{}/   (health /healthz, OpenAPI /api/openapi.json)",
@@ -205,6 +271,9 @@ impl Suite {
             if let Ok(Err(err)) = finished {
                 tracing::warn!(error = %format!("{err:#}"), "service error during shutdown");
             }
+        }
+        if let Cloud::Simulated { handle, .. } = self.cloud {
+            handle.shutdown().await;
         }
         tracing::info!("snapkeeper stopped");
         outcome

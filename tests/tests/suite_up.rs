@@ -53,14 +53,19 @@ async fn up_serves_every_service_with_health_and_reflection_and_stops_on_ctrl_c(
             any_port,
             "--audit-listen",
             any_port,
+            "--sim-listen",
+            any_port,
             "--data-dir",
             data_dir,
         ],
-        &[("RUST_LOG", "warn")],
+        // No real cloud configured: the suite must bring its own simulated demo cloud.
+        &[("RUST_LOG", "warn"), ("OS_CLOUD", ""), ("OS_AUTH_URL", ""), ("PF9_AUTH_URL", "")],
     )
     .unwrap();
     up.wait_for_line(Duration::from_secs(30), |line| line.contains("Press Ctrl-C")).await.unwrap();
     let addresses = addresses(&up.seen);
+    let cloud_line = up.seen.iter().find(|line| line.starts_with("Snapkeeper is up")).unwrap();
+    assert!(cloud_line.contains("simulated demo cloud http://127.0.0.1:"), "{cloud_line}");
     assert_eq!(addresses.len(), 5, "banner must name the gateway and four services: {:?}", up.seen);
 
     let _ = rustls::crypto::ring::default_provider().install_default();

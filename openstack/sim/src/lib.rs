@@ -9,6 +9,7 @@
 //! calls one handler in `keystone`, `cinder` or `nova` against the in-memory `state::World`.
 
 mod cinder;
+pub mod cli;
 mod exchange;
 mod faults;
 mod keystone;
