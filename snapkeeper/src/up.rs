@@ -106,7 +106,7 @@ async fn cloud(args: &UpArgs) -> anyhow::Result<Cloud> {
         faults: Faults::default(),
         snapshot_delay: Duration::from_secs(2),
         volume_delay: Duration::from_secs(2),
-        token_ttl: Duration::from_secs(3600),
+        token_ttl: Duration::from_hours(1),
         keystone_list_limit: None,
     })
     .await
