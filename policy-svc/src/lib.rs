@@ -1,18 +1,32 @@
 //! Policy-svc owns which volumes get which snapshot policies: the rule set (versioned), the policy
 //! catalog with schedules and retention, policy sets, manual assignments and exclusions. It
-//! evaluates a volume to a decision with an explanation and writes the resulting Cinder volume
-//! metadata.
+//! evaluates a volume to a decision with an explanation and plans the Cinder volume metadata.
 //!
-//! Layout: [`config`] (the binary's settings), [`grpc`] (the `PolicyService` implementation), and the
-//! migrations under `migrations/{sqlite,postgres}`, applied at start.
+//! Pure, synchronous domain modules (no I/O; snapkeeper's other services may use them as a
+//! library, e.g. `policy_svc::schedule` for due-ness and compliance windows):
+//! [`rules`] (parse, validate, compile, match, explain), [`decision`] (precedence: exclusion >
+//! assignment > first matching rule), [`catalog`] (policies and legacy names), [`schedule`] (cron
+//! with time zone or interval; slots, DST-aware), [`metadata`] (our volume metadata keys and the
+//! change set). I/O at the edges: [`store`] (SQL), [`active_rules`] (the rule set in force and the
+//! `POLICY_RULES_FILE` watcher), [`grpc`] (the `PolicyService`), [`config`] (the binary's settings).
 
+pub mod active_rules;
+pub mod catalog;
 pub mod config;
+pub mod decision;
 pub mod grpc;
+pub mod metadata;
+pub mod rules;
+pub mod schedule;
+pub mod store;
 
 use std::future::Future;
+use std::sync::Arc;
 
+use service_kit::clock::{Clock, SystemClock};
 use service_kit::db::{Database, Migrations};
 use service_kit::server::GrpcServer;
+use service_kit::{ErrorCode, ServiceError};
 use snapkeeper_proto::policy::v1::policy_service_server::PolicyServiceServer;
 use tokio::net::TcpListener;
 
@@ -27,15 +41,83 @@ pub const MIGRATIONS: Migrations = Migrations { sqlite: &SQLITE_MIGRATIONS, post
 /// The PostgreSQL schema, and SQLite file name, this service owns.
 pub const SCHEMA: &str = "policy";
 
-/// What can stop the service.
+/// What can go wrong in policy-svc.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
     /// Starting a shared component (database, server) failed.
     #[error(transparent)]
     Kit(#[from] service_kit::KitError),
+    /// A database call failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A stored row cannot be read back (a fault of ours).
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+    /// The named object does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// A unique constraint refused the write.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The state does not allow the operation.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// A request field is invalid.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// The request field, dotted.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The rules file could not be read.
+    #[error("reading rules file {path}: {source}")]
+    RulesFile {
+        /// The file.
+        path: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
 }
 
-/// Opens and migrates the database, then serves gRPC on `listener` until `shutdown` resolves.
+impl PolicyError {
+    /// A NotFound error for a kind of object and its id.
+    pub fn not_found(kind: &str, id: impl std::fmt::Display) -> Self {
+        Self::NotFound(format!("{kind} {id} not found"))
+    }
+
+    /// An InvalidArgument error naming the field.
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Invalid { field: field.into(), reason: reason.into() }
+    }
+}
+
+impl From<PolicyError> for ServiceError {
+    fn from(err: PolicyError) -> Self {
+        match err {
+            PolicyError::Invalid { field, reason } => Self::invalid(field, reason),
+            PolicyError::NotFound(message) => Self::new(ErrorCode::NotFound, message),
+            PolicyError::AlreadyExists(message) => Self::new(ErrorCode::AlreadyExists, message),
+            PolicyError::FailedPrecondition(message) => Self::new(ErrorCode::FailedPrecondition, message),
+            PolicyError::Database(
+                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
+            ) => {
+                tracing::warn!(error = %err, "database unavailable");
+                Self::new(ErrorCode::Unavailable, "database unavailable; retry with backoff")
+            }
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl From<PolicyError> for snapkeeper_proto::tonic::Status {
+    fn from(err: PolicyError) -> Self {
+        ServiceError::from(err).into()
+    }
+}
+
+/// Opens and migrates the database, loads the active rules (and the rules file, watched for
+/// changes), then serves gRPC on `listener` until `shutdown` resolves.
 pub async fn serve(
     config: Config,
     listener: TcpListener,
@@ -44,10 +126,28 @@ pub async fn serve(
     let url = config.database.url_for(SCHEMA);
     let database = Database::connect(&url, SCHEMA, config.database.max_connections).await?;
     database.migrate(MIGRATIONS).await?;
-    GrpcServer::new(config.security)
-        .add_service(PolicyServiceServer::new(grpc::PolicyApi))
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let active = Arc::new(active_rules::ActiveRules::load(store::Store::new(database)).await?);
+    let watcher = match &config.rules_file {
+        Some(path) => {
+            let mut watcher = active_rules::RulesFileWatcher::new(path.clone());
+            watcher.poll(&active, clock.now()).await?;
+            let active = Arc::clone(&active);
+            let clock = Arc::clone(&clock);
+            let every = config.rules_poll_interval;
+            Some(tokio::spawn(async move { watcher.run(active, clock, every).await }))
+        }
+        None => None,
+    };
+    let api = grpc::PolicyApi::new(Arc::clone(&active), clock);
+    let served = GrpcServer::new(config.security)
+        .add_service(PolicyServiceServer::new(api))
         .with_descriptor_set(snapkeeper_proto::FILE_DESCRIPTOR_SET)
         .serve(listener, shutdown)
-        .await?;
+        .await;
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
+    served?;
     Ok(())
 }

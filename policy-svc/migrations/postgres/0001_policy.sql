@@ -2,15 +2,18 @@
 -- Times are RFC 3339 UTC text so one query path serves SQLite and PostgreSQL (sqlx Any driver).
 
 CREATE TABLE rule_sets (
-    version     BIGINT  PRIMARY KEY,
-    document    TEXT    NOT NULL,            -- the rules file as accepted (JSON)
-    checksum    TEXT    NOT NULL,            -- sha256 of the document
-    source      TEXT    NOT NULL,            -- 'rpc' or 'file:<path>'
-    created_by  TEXT    NOT NULL,
-    created_at  TEXT    NOT NULL,
-    is_active   BOOLEAN NOT NULL DEFAULT FALSE
+    version      BIGINT PRIMARY KEY,        -- 1, 2, ...; assigned by the service
+    document     TEXT    NOT NULL,           -- the rules document exactly as submitted (JSON)
+    checksum     TEXT    NOT NULL,           -- 'sha256:' + hex of the document bytes
+    source       TEXT    NOT NULL CHECK (source IN ('api', 'file')),
+    created_by   TEXT    NOT NULL,           -- the actor, or 'file:<path>'
+    created_at   TEXT    NOT NULL,
+    comment      TEXT    NOT NULL DEFAULT '',
+    rule_count   BIGINT NOT NULL,
+    policy_count BIGINT NOT NULL,
+    is_active    BOOLEAN NOT NULL DEFAULT FALSE
 );
--- At most one active rule set, enforced by the database.
+-- Only valid documents are stored: a rejected document never reaches this table.
 CREATE UNIQUE INDEX rule_sets_one_active ON rule_sets (is_active) WHERE is_active;
 
 CREATE TABLE policies (
@@ -18,10 +21,11 @@ CREATE TABLE policies (
     description               TEXT,
     schedule_cron             TEXT,          -- 5-field cron, with schedule_timezone
     schedule_timezone         TEXT,          -- IANA zone, e.g. Europe/Berlin
-    schedule_interval_seconds BIGINT,       -- alternative to cron
+    schedule_interval_seconds BIGINT,        -- alternative to cron
+    schedule_anchor           TEXT,          -- interval slots count from here (RFC 3339)
     retention_count           BIGINT NOT NULL CHECK (retention_count >= 1),
     retention_max_age_seconds BIGINT CHECK (retention_max_age_seconds > 0),
-    compliance_grace_seconds  BIGINT NOT NULL DEFAULT 0 CHECK (compliance_grace_seconds >= 0),
+    compliance_grace_seconds  BIGINT NOT NULL DEFAULT 7200 CHECK (compliance_grace_seconds >= 0),
     created_at                TEXT NOT NULL,
     updated_at                TEXT NOT NULL,
     updated_by                TEXT,
@@ -64,7 +68,7 @@ CREATE TABLE snapshot_assignments (
     policies          TEXT    NOT NULL,
     retention_map     TEXT    NOT NULL,
     assignment_source TEXT    NOT NULL DEFAULT 'manual',
-    matched_rules     TEXT,
+    matched_rules     TEXT    NOT NULL DEFAULT '[]', -- JSON array of rule names
     created_at        TEXT    NOT NULL,
     created_by        TEXT,
     updated_at        TEXT    NOT NULL,

@@ -2,15 +2,18 @@
 -- Times are RFC 3339 UTC text so one query path serves SQLite and PostgreSQL.
 
 CREATE TABLE rule_sets (
-    version     INTEGER PRIMARY KEY,
-    document    TEXT    NOT NULL,            -- the rules file as accepted (JSON)
-    checksum    TEXT    NOT NULL,            -- sha256 of the document
-    source      TEXT    NOT NULL,            -- 'rpc' or 'file:<path>'
-    created_by  TEXT    NOT NULL,
-    created_at  TEXT    NOT NULL,
-    is_active   BOOLEAN NOT NULL DEFAULT 0
+    version      INTEGER PRIMARY KEY,        -- 1, 2, ...; assigned by the service
+    document     TEXT    NOT NULL,           -- the rules document exactly as submitted (JSON)
+    checksum     TEXT    NOT NULL,           -- 'sha256:' + hex of the document bytes
+    source       TEXT    NOT NULL CHECK (source IN ('api', 'file')),
+    created_by   TEXT    NOT NULL,           -- the actor, or 'file:<path>'
+    created_at   TEXT    NOT NULL,
+    comment      TEXT    NOT NULL DEFAULT '',
+    rule_count   INTEGER NOT NULL,
+    policy_count INTEGER NOT NULL,
+    is_active    BOOLEAN NOT NULL DEFAULT 0
 );
--- At most one active rule set, enforced by the database.
+-- Only valid documents are stored: a rejected document never reaches this table.
 CREATE UNIQUE INDEX rule_sets_one_active ON rule_sets (is_active) WHERE is_active;
 
 CREATE TABLE policies (
@@ -19,9 +22,10 @@ CREATE TABLE policies (
     schedule_cron             TEXT,          -- 5-field cron, with schedule_timezone
     schedule_timezone         TEXT,          -- IANA zone, e.g. Europe/Berlin
     schedule_interval_seconds INTEGER,       -- alternative to cron
+    schedule_anchor           TEXT,          -- interval slots count from here (RFC 3339)
     retention_count           INTEGER NOT NULL CHECK (retention_count >= 1),
     retention_max_age_seconds INTEGER CHECK (retention_max_age_seconds > 0),
-    compliance_grace_seconds  INTEGER NOT NULL DEFAULT 0 CHECK (compliance_grace_seconds >= 0),
+    compliance_grace_seconds  INTEGER NOT NULL DEFAULT 7200 CHECK (compliance_grace_seconds >= 0),
     created_at                TEXT NOT NULL,
     updated_at                TEXT NOT NULL,
     updated_by                TEXT,
@@ -64,7 +68,7 @@ CREATE TABLE snapshot_assignments (
     policies          TEXT    NOT NULL,
     retention_map     TEXT    NOT NULL,
     assignment_source TEXT    NOT NULL DEFAULT 'manual',
-    matched_rules     TEXT,
+    matched_rules     TEXT    NOT NULL DEFAULT '[]', -- JSON array of rule names
     created_at        TEXT    NOT NULL,
     created_by        TEXT,
     updated_at        TEXT    NOT NULL,
