@@ -46,7 +46,6 @@ for path in sorted(pathlib.Path('.').rglob('*')):
         print(f'FAIL {path}: {error}')
 sys.exit(1 if bad else 0)
 PY
-bash -n healthcheck.sh && echo "ok   healthcheck.sh (bash -n)"
 
 step "variables: compose.yaml and Kubernetes config use only names that .env.example documents"
 "$PY" - <<'PY'

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use service_kit::testing::in_ci;
-use snapkeeper_e2e::{Process, grpcurl, on_path};
+use snapkeeper_e2e::{Process, binary, grpcurl, on_path};
 
 const SERVICES: [(&str, &str); 4] = [
     ("policy-svc", "snapkeeper.policy.v1.PolicyService"),
@@ -82,6 +82,23 @@ async fn up_serves_every_service_with_health_and_reflection_and_stops_on_ctrl_c(
             "{name} database"
         );
     }
+
+    let probe = |args: Vec<String>| async move {
+        tokio::process::Command::new(binary("snapkeeper").unwrap())
+            .arg("health")
+            .args(args)
+            .output()
+            .await
+            .unwrap()
+    };
+    let healthy =
+        probe(vec![addresses["policy-svc"].clone(), "--service".into(), SERVICES[0].1.into()]).await;
+    assert!(healthy.status.success(), "{}", String::from_utf8_lossy(&healthy.stderr));
+    let gateway_probe = probe(vec![format!("{}/healthz", addresses["gateway"])]).await;
+    assert!(gateway_probe.status.success(), "{}", String::from_utf8_lossy(&gateway_probe.stderr));
+    let unknown =
+        probe(vec![addresses["policy-svc"].clone(), "--service".into(), "no.such.Service".into()]).await;
+    assert!(!unknown.status.success(), "a service the server does not run is not healthy");
 
     if on_path("grpcurl") {
         for (name, service) in SERVICES {
