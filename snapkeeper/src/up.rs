@@ -184,17 +184,16 @@ pub async fn start(args: UpArgs) -> anyhow::Result<Suite> {
     tasks.spawn(supervise("audit-svc", audit_svc::serve(config, audit, stop.clone().cancelled_owned())));
 
     let url = |address: SocketAddr| format!("http://{address}");
-    let config = gateway::Config {
-        listen: addresses.gateway,
-        services: ServiceUrls {
-            policy_url: url(addresses.policy),
-            identity_url: url(addresses.identity),
-            snapshot_url: url(addresses.snapshot),
-            audit_url: url(addresses.audit),
-        },
-        security,
-        telemetry,
+    let mut config = gateway::Config::try_parse_from(["gateway"]).context("configuring the gateway")?;
+    config.listen = addresses.gateway;
+    config.services = ServiceUrls {
+        policy_url: url(addresses.policy),
+        identity_url: url(addresses.identity),
+        snapshot_url: url(addresses.snapshot),
+        audit_url: url(addresses.audit),
     };
+    config.security = security;
+    config.telemetry = telemetry;
     tasks.spawn(supervise("gateway", gateway::serve(config, gateway, stop.clone().cancelled_owned())));
     Ok(Suite { addresses, storage, cloud, stop, tasks })
 }
