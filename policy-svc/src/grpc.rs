@@ -1,9 +1,9 @@
 //! The `PolicyService` gRPC API: validates each request (errors name the field), calls the domain
 //! and the store, and maps errors through `service_kit::ServiceError`. The Cinder-backed calls
 //! (Evaluate by volume id, PlanAssignment, ApplyAssignment, ListAssignments with Cinder metadata)
-//! answer `Unimplemented` until the OpenStack client is available to this crate.
+//! go through the [`Assigner`] and its cloud access; without one they answer `Unavailable`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -17,9 +17,10 @@ use snapkeeper_proto::tonic::{Request, Response, Status};
 
 use crate::PolicyError;
 use crate::active_rules::{ActiveRules, LoadedRules, Replacement};
+use crate::assignment::{self, Assigner, Event, Job, Outcome, Phase, Scope};
 use crate::catalog::{self, Catalog, Policy, PolicySource, Retention};
 use crate::decision::{self, Decision, DecisionSource, Overrides, RetentionSource, Volume};
-use crate::metadata;
+use crate::metadata::{self, ChangeKind};
 use crate::rules::{MAX_DOCUMENT_BYTES, Problem, ProblemCode, RuleCheck, RuleSpec};
 use crate::schedule::Schedule;
 use crate::store::{
@@ -37,17 +38,29 @@ const MAX_PAGE: i64 = 1000;
 /// Most volumes per EvaluateVolumes call.
 const MAX_BULK: usize = 1000;
 
+/// Most ids per list of a volume scope.
+const MAX_SCOPE_IDS: usize = 1000;
+/// Messages a plan or apply stream buffers before the run waits for the client.
+const STREAM_BUFFER: usize = 256;
+
 /// The gRPC face of policy-svc.
 #[derive(Debug, Clone)]
 pub struct PolicyApi {
     active: Arc<ActiveRules>,
     clock: Arc<dyn Clock>,
+    assigner: Option<Arc<Assigner>>,
 }
 
 impl PolicyApi {
     /// An API over the active rules (and their store), telling time with `clock`.
     pub fn new(active: Arc<ActiveRules>, clock: Arc<dyn Clock>) -> Self {
-        Self { active, clock }
+        Self { active, clock, assigner: None }
+    }
+
+    /// The same API with cloud access: Evaluate by volume id, plans, applies and metadata rows.
+    pub fn with_assigner(mut self, assigner: Arc<Assigner>) -> Self {
+        self.assigner = Some(assigner);
+        self
     }
 }
 
@@ -443,6 +456,7 @@ fn assignment_out(a: &AssignmentRecord) -> pb::Assignment {
     let source = match a.assignment_source.as_str() {
         "api" => pb::AssignmentSource::Api,
         "rule-based" => pb::AssignmentSource::RuleBased,
+        assignment::CINDER_METADATA_SOURCE => pb::AssignmentSource::CinderMetadata,
         _ => pb::AssignmentSource::Manual,
     };
     pb::Assignment {
@@ -596,6 +610,143 @@ fn decision_out(volume_id: &str, d: Decision, rule_set_version: i64) -> pb::Deci
     }
 }
 
+fn volume_out(v: &Volume) -> pb::Volume {
+    pb::Volume {
+        id: v.id.clone(),
+        name: v.name.clone(),
+        project_id: v.project_id.clone(),
+        project_name: v.project_name.clone(),
+        domain_id: v.domain_id.clone(),
+        domain_name: v.domain_name.clone(),
+        volume_type: v.volume_type.clone(),
+        size_gb: v.size_gb,
+        bootable: v.bootable,
+        availability_zone: v.availability_zone.clone(),
+        status: v.status.clone(),
+        metadata: v.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    }
+}
+
+fn metadata_changes_out(changes: Vec<metadata::KeyChange>) -> Vec<pb::MetadataChange> {
+    changes
+        .into_iter()
+        .map(|c| pb::MetadataChange { key: c.key, old_value: c.old, new_value: c.new })
+        .collect()
+}
+
+// ---- conversions: plan and apply ----
+
+/// Validates a request's scope; every id list holds at most 1000 non-empty ids.
+fn scope_in(scope: Option<pb::VolumeScope>) -> Result<Scope, Status> {
+    let scope = scope.unwrap_or_default();
+    let ids = |name: &str, list: Vec<String>| -> Result<BTreeSet<String>, Status> {
+        if list.len() > MAX_SCOPE_IDS {
+            return Err(invalid(&format!("scope.{name}"), format!("at most {MAX_SCOPE_IDS} ids")));
+        }
+        if let Some(i) = list.iter().position(|id| id.trim().is_empty()) {
+            return Err(invalid(&format!("scope.{name}[{i}]"), "must not be empty"));
+        }
+        Ok(list.into_iter().collect())
+    };
+    Ok(Scope {
+        project_ids: ids("project_ids", scope.project_ids)?,
+        domain_ids: ids("domain_ids", scope.domain_ids)?,
+        volume_ids: ids("volume_ids", scope.volume_ids)?,
+        region: scope.region,
+    })
+}
+
+fn progress_out(p: assignment::Progress) -> pb::AssignmentProgress {
+    let percent = if p.listed > 0 { p.processed as f64 / p.listed as f64 * 100.0 } else { 0.0 };
+    pb::AssignmentProgress {
+        phase: match p.phase {
+            Phase::Listing => pb::AssignmentPhase::Listing,
+            Phase::Evaluating => pb::AssignmentPhase::Evaluating,
+            Phase::Writing => pb::AssignmentPhase::Writing,
+        }
+        .into(),
+        volumes_listed: p.listed,
+        volumes_processed: p.processed,
+        percent: if p.phase == Phase::Listing { 0.0 } else { percent },
+    }
+}
+
+fn change_out(r: assignment::VolumeResult) -> pb::VolumeChange {
+    let kind = match r.change.kind {
+        ChangeKind::Enroll => pb::ChangeKind::Enroll,
+        ChangeKind::Update => pb::ChangeKind::Update,
+        ChangeKind::Unenroll => pb::ChangeKind::Unenroll,
+        ChangeKind::None => pb::ChangeKind::None,
+    };
+    let outcome = match r.outcome {
+        Outcome::Planned => pb::VolumeOutcome::Planned,
+        Outcome::Applied => pb::VolumeOutcome::Applied,
+        Outcome::Unchanged => pb::VolumeOutcome::Unchanged,
+        Outcome::Failed => pb::VolumeOutcome::Failed,
+    };
+    let facts = r.volume.facts;
+    pb::VolumeChange {
+        decision: Some(decision_out(&facts.id, r.decision, r.rule_set_version)),
+        volume_id: facts.id,
+        volume_name: facts.name,
+        project_id: facts.project_id,
+        project_name: facts.project_name,
+        domain_id: facts.domain_id,
+        domain_name: facts.domain_name,
+        kind: kind.into(),
+        metadata_changes: metadata_changes_out(r.change.changes),
+        outcome: outcome.into(),
+        error: r.error,
+        cinder_request_id: r.request_id,
+    }
+}
+
+fn summary_out(s: assignment::Summary) -> pb::AssignmentSummary {
+    pb::AssignmentSummary {
+        dry_run: s.dry_run,
+        processed: s.processed,
+        changed: s.changed,
+        unchanged: s.unchanged,
+        failed: s.failed,
+        enrolled: s.enrolled,
+        unenrolled: s.unenrolled,
+        failures: s
+            .failures
+            .into_iter()
+            .map(|f| pb::VolumeFailure {
+                volume_id: f.volume_id,
+                volume_name: f.volume_name,
+                project_id: f.project_id,
+                reason: f.reason,
+                cinder_request_id: f.request_id,
+            })
+            .collect(),
+        rule_set_version: s.rule_set_version,
+        started_at: Some(timestamp(s.started_at)),
+        finished_at: Some(timestamp(s.finished_at)),
+    }
+}
+
+fn plan_event_out(event: Event) -> pb::PlanAssignmentResponse {
+    use pb::plan_assignment_response::Event as Out;
+    let event = match event {
+        Event::Progress(p) => Out::Progress(progress_out(p)),
+        Event::Change(r) => Out::Change(change_out(*r)),
+        Event::Summary(s) => Out::Summary(summary_out(s)),
+    };
+    pb::PlanAssignmentResponse { event: Some(event) }
+}
+
+fn apply_event_out(event: Event) -> pb::ApplyAssignmentResponse {
+    use pb::apply_assignment_response::Event as Out;
+    let event = match event {
+        Event::Progress(p) => Out::Progress(progress_out(p)),
+        Event::Change(r) => Out::Change(change_out(*r)),
+        Event::Summary(s) => Out::Summary(summary_out(s)),
+    };
+    pb::ApplyAssignmentResponse { event: Some(event) }
+}
+
 /// Applies update_mask paths to `target`; unknown or output-only paths are refused.
 fn mask_paths<'a>(
     mask: Option<&'a prost_types::FieldMask>,
@@ -624,6 +775,32 @@ impl PolicyApi {
         let loaded = self.active.current().await?;
         let catalog = self.active.catalog(&loaded).await?;
         Ok((loaded, catalog))
+    }
+
+    fn assigner(&self) -> Result<&Arc<Assigner>, Status> {
+        self.assigner.as_ref().ok_or_else(|| {
+            Status::unavailable("no cloud access configured (IDENTITY_SVC_URL); pass volumes inline")
+        })
+    }
+
+    /// Starts a plan or apply run and streams its events, converted by `convert`.
+    fn stream<T: Send + 'static>(
+        &self,
+        job: Job,
+        claim: Option<assignment::ScopeClaim>,
+        convert: fn(Event) -> T,
+    ) -> Result<Response<snapkeeper_proto::tonic::codegen::BoxStream<T>>, Status> {
+        use tokio_stream::StreamExt as _;
+        let assigner = Arc::clone(self.assigner()?);
+        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
+        tokio::spawn(async move {
+            // Held until the run ends, so an overlapping apply is refused meanwhile.
+            let _claim = claim;
+            assigner.run(job, tx).await;
+        });
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
+            .map(move |item| item.map(convert).map_err(Status::from));
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn resolve_policy(&self, name: &str, field: &str) -> Result<Policy, Status> {
@@ -1023,11 +1200,6 @@ impl PolicyService for PolicyApi {
         request: Request<pb::ListAssignmentsRequest>,
     ) -> RpcResult<pb::ListAssignmentsResponse> {
         let request = request.into_inner();
-        if request.include_cinder_metadata {
-            return Err(Status::unimplemented(
-                "include_cinder_metadata needs the OpenStack client, not yet wired in",
-            ));
-        }
         let limit = page_size(request.page_size)?;
         let filter = AssignmentFilter {
             volume_id: request.volume_id,
@@ -1037,13 +1209,28 @@ impl PolicyService for PolicyApi {
             auto_snapshot: request.auto_snapshot,
             policy_set_id: request.policy_set_id,
         };
-        let filters = format!("{filter:?}");
+        let filters = format!("{filter:?}|{}", request.include_cinder_metadata);
         let offset = decode_token(&request.page_token, &filters)?;
-        let (rows, total) = self.active.store().list_assignments(&filter, offset, limit).await?;
+        let store = self.active.store();
+        let (rows, stored_total) = store.list_assignments(&filter, offset, limit).await?;
+        let mut page: Vec<pb::Assignment> = rows.iter().map(assignment_out).collect();
+        let mut total = stored_total;
+        if request.include_cinder_metadata {
+            // Metadata rows follow every stored row: the page continues into them at
+            // offset - stored_total, and the listing is repeated per page (one per call).
+            let inventory = self.assigner()?.cloud().inventory("").await?;
+            let stored: BTreeSet<String> =
+                store.all_assignments().await?.into_iter().map(|a| a.volume_id).collect();
+            let extra = assignment::metadata_assignments(inventory, &stored, &filter);
+            total += i64::try_from(extra.len()).unwrap_or(i64::MAX);
+            let skip = usize::try_from(offset - stored_total).unwrap_or(0);
+            let room = usize::try_from(limit).unwrap_or(0).saturating_sub(page.len());
+            page.extend(extra.iter().skip(skip).take(room).map(assignment_out));
+        }
         Ok(Response::new(pb::ListAssignmentsResponse {
-            next_page_token: next_token(offset, rows.len(), total, &filters),
-            assignments: rows.iter().map(assignment_out).collect(),
-            total_count: i32::try_from(total).unwrap_or(i32::MAX),
+            next_page_token: next_token(offset, page.len(), total, &filters),
+            assignments: page,
+            total_count: i32::try_from(stored_total).unwrap_or(i32::MAX),
         }))
     }
 
@@ -1352,16 +1539,21 @@ impl PolicyService for PolicyApi {
     #[tracing::instrument(skip_all)]
     async fn evaluate(&self, request: Request<pb::EvaluateRequest>) -> RpcResult<pb::EvaluateResponse> {
         let request = request.into_inner();
-        let input = match request.target {
-            Some(pb::evaluate_request::Target::Volume(volume)) => volume,
-            Some(pb::evaluate_request::Target::VolumeId(_)) => {
-                return Err(Status::unimplemented(
-                    "evaluating by volume_id needs the OpenStack client, not yet wired in; pass the volume inline",
-                ));
+        let volume = match request.target {
+            Some(pb::evaluate_request::Target::Volume(volume)) => volume_in("volume", &volume)?,
+            Some(pb::evaluate_request::Target::VolumeId(id)) if id.trim().is_empty() => {
+                return Err(invalid("volume_id", "must not be empty"));
+            }
+            Some(pb::evaluate_request::Target::VolumeId(id)) => {
+                self.assigner()?
+                    .cloud()
+                    .volume(&request.region, &id)
+                    .await?
+                    .ok_or_else(|| PolicyError::NotFound(format!("volume {id} not found in Cinder")))?
+                    .facts
             }
             None => return Err(invalid("target", "volume or volume_id is required")),
         };
-        let volume = volume_in("volume", &input)?;
         let at =
             request.at.as_ref().map(|t| from_timestamp("at", t)).transpose()?.unwrap_or_else(|| self.now());
         let (loaded, catalog) = self.catalog().await?;
@@ -1382,12 +1574,8 @@ impl PolicyService for PolicyApi {
             assignment.filter(|_| decision.source == DecisionSource::Assignment).map(|a| assignment_out(&a));
         Ok(Response::new(pb::EvaluateResponse {
             decision: Some(decision_out(&volume.id, decision, loaded.version_number())),
-            volume: Some(input),
-            metadata_changes: changes
-                .changes
-                .into_iter()
-                .map(|c| pb::MetadataChange { key: c.key, old_value: c.old, new_value: c.new })
-                .collect(),
+            volume: Some(volume_out(&volume)),
+            metadata_changes: metadata_changes_out(changes.changes),
             exclusion,
             assignment,
         }))
@@ -1431,6 +1619,34 @@ impl PolicyService for PolicyApi {
             })
             .collect();
         Ok(Response::new(pb::EvaluateVolumesResponse { decisions, rule_set_version: version }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn plan_assignment(
+        &self,
+        request: Request<pb::PlanAssignmentRequest>,
+    ) -> RpcResult<snapkeeper_proto::tonic::codegen::BoxStream<pb::PlanAssignmentResponse>> {
+        let request = request.into_inner();
+        let job = Job {
+            scope: scope_in(request.scope)?,
+            dry_run: true,
+            include_unchanged: request.include_unchanged,
+        };
+        self.stream(job, None, plan_event_out)
+    }
+
+    #[tracing::instrument(skip_all, fields(actor = %request.get_ref().actor, run_id = %request.get_ref().run_id))]
+    async fn apply_assignment(
+        &self,
+        request: Request<pb::ApplyAssignmentRequest>,
+    ) -> RpcResult<snapkeeper_proto::tonic::codegen::BoxStream<pb::ApplyAssignmentResponse>> {
+        let request = request.into_inner();
+        let scope = scope_in(request.scope)?;
+        require_actor(&request.actor)?;
+        let claim = self.assigner()?.claim(&scope)?;
+        tracing::info!("assignment apply started");
+        let job = Job { scope, dry_run: false, include_unchanged: request.include_unchanged };
+        self.stream(job, Some(claim), apply_event_out)
     }
 }
 

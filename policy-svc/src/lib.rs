@@ -8,10 +8,14 @@
 //! assignment > first matching rule), [`catalog`] (policies and legacy names), [`schedule`] (cron
 //! with time zone or interval; slots, DST-aware), [`metadata`] (our volume metadata keys and the
 //! change set). I/O at the edges: [`store`] (SQL), [`active_rules`] (the rule set in force and the
-//! `POLICY_RULES_FILE` watcher), [`grpc`] (the `PolicyService`), [`config`] (the binary's settings).
+//! `POLICY_RULES_FILE` watcher), [`cloud`] (the admin session from identity-svc; Cinder and Keystone
+//! reads), [`assignment`] (plan and apply over the cloud), [`grpc`] (the `PolicyService`),
+//! [`config`] (the binary's settings).
 
 pub mod active_rules;
+pub mod assignment;
 pub mod catalog;
+pub mod cloud;
 pub mod config;
 pub mod decision;
 pub mod grpc;
@@ -70,6 +74,17 @@ pub enum PolicyError {
         /// What is wrong with it.
         reason: String,
     },
+    /// An OpenStack call failed (Cinder or Keystone unreachable, or refusing).
+    #[error("openstack: {0}")]
+    Cloud(#[from] openstack::Error),
+    /// identity-svc did not hand out admin credentials.
+    #[error("identity-svc: {message}")]
+    Identity {
+        /// The status identity-svc answered with (or ours, for an unusable answer).
+        code: snapkeeper_proto::tonic::Code,
+        /// What it said.
+        message: String,
+    },
     /// The rules file could not be read.
     #[error("reading rules file {path}: {source}")]
     RulesFile {
@@ -92,6 +107,12 @@ impl PolicyError {
     }
 }
 
+impl From<snapkeeper_proto::tonic::Status> for PolicyError {
+    fn from(status: snapkeeper_proto::tonic::Status) -> Self {
+        Self::Identity { code: status.code(), message: status.message().to_owned() }
+    }
+}
+
 impl From<PolicyError> for ServiceError {
     fn from(err: PolicyError) -> Self {
         match err {
@@ -105,6 +126,15 @@ impl From<PolicyError> for ServiceError {
                 tracing::warn!(error = %err, "database unavailable");
                 Self::new(ErrorCode::Unavailable, "database unavailable; retry with backoff")
             }
+            // identity-svc's own precondition (e.g. no Cinder endpoint in the region) is the
+            // caller's to fix; anything else from it or the cloud may pass with a retry.
+            PolicyError::Identity { code: snapkeeper_proto::tonic::Code::FailedPrecondition, message } => {
+                Self::new(ErrorCode::FailedPrecondition, format!("identity-svc: {message}"))
+            }
+            PolicyError::Cloud(_) | PolicyError::Identity { .. } => {
+                tracing::warn!(error = %err, "cloud unavailable");
+                Self::new(ErrorCode::Unavailable, err.to_string())
+            }
             other => Self::internal(other),
         }
     }
@@ -117,7 +147,8 @@ impl From<PolicyError> for snapkeeper_proto::tonic::Status {
 }
 
 /// Opens and migrates the database, loads the active rules (and the rules file, watched for
-/// changes), then serves gRPC on `listener` until `shutdown` resolves.
+/// changes), reaches the cloud through identity-svc, then serves gRPC on `listener` until
+/// `shutdown` resolves.
 pub async fn serve(
     config: Config,
     listener: TcpListener,
@@ -139,7 +170,15 @@ pub async fn serve(
         }
         None => None,
     };
-    let api = grpc::PolicyApi::new(Arc::clone(&active), clock);
+    let cloud =
+        Arc::new(cloud::Cloud::connect(&config.identity_url, &config.security, config.cinder_page_size)?);
+    let assigner = assignment::Assigner::new(
+        cloud,
+        Arc::clone(&active),
+        Arc::clone(&clock),
+        usize::from(config.write_concurrency),
+    );
+    let api = grpc::PolicyApi::new(Arc::clone(&active), clock).with_assigner(Arc::new(assigner));
     let served = GrpcServer::new(config.security)
         .add_service(PolicyServiceServer::new(api))
         .with_descriptor_set(snapkeeper_proto::FILE_DESCRIPTOR_SET)

@@ -927,6 +927,28 @@ impl Store {
             .ok_or_else(|| PolicyError::not_found("assignment of volume", &a.volume_id))
     }
 
+    /// Records that ApplyAssignment found these volumes' metadata matching their assignments.
+    pub async fn mark_assignments_verified(
+        &self,
+        volume_ids: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<(), PolicyError> {
+        if volume_ids.is_empty() {
+            return Ok(());
+        }
+        let now_text = time_text(now);
+        let mut tx = self.pool().begin().await?;
+        for volume_id in volume_ids {
+            sqlx::query("UPDATE snapshot_assignments SET last_verified_at = $1 WHERE volume_id = $2")
+                .bind(&now_text)
+                .bind(volume_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Deletes the assignment of a volume.
     pub async fn delete_assignment(&self, volume_id: &str) -> Result<(), PolicyError> {
         let done = sqlx::query("DELETE FROM snapshot_assignments WHERE volume_id = $1")

@@ -168,7 +168,9 @@ pub async fn start(args: UpArgs) -> anyhow::Result<Suite> {
             config
         }};
     }
-    let config = configure!(policy_svc, "policy-svc", addresses.policy);
+    let url = |address: SocketAddr| format!("http://{address}");
+    let mut config = configure!(policy_svc, "policy-svc", addresses.policy);
+    config.identity_url = url(addresses.identity);
     tasks.spawn(supervise("policy-svc", policy_svc::serve(config, policy, stop.clone().cancelled_owned())));
     let config = configure!(identity_svc, "identity-svc", addresses.identity);
     tasks.spawn(supervise(
@@ -183,7 +185,6 @@ pub async fn start(args: UpArgs) -> anyhow::Result<Suite> {
     let config = configure!(audit_svc, "audit-svc", addresses.audit);
     tasks.spawn(supervise("audit-svc", audit_svc::serve(config, audit, stop.clone().cancelled_owned())));
 
-    let url = |address: SocketAddr| format!("http://{address}");
     let mut config = gateway::Config::try_parse_from(["gateway"]).context("configuring the gateway")?;
     config.listen = addresses.gateway;
     config.services = ServiceUrls {
