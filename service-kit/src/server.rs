@@ -25,12 +25,16 @@ const OPERATIONAL_SERVICES: [&str; 3] = [
     "grpc.reflection.v1alpha.ServerReflection",
 ];
 
+/// How long a stopping server waits for in-flight calls unless told otherwise.
+const DEFAULT_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Collects a process's gRPC services and serves them.
 pub struct GrpcServer {
     routes: RoutesBuilder,
     service_names: Vec<&'static str>,
     descriptor_sets: Vec<&'static [u8]>,
     security: SecurityArgs,
+    drain_timeout: std::time::Duration,
 }
 
 impl GrpcServer {
@@ -41,6 +45,7 @@ impl GrpcServer {
             service_names: Vec::new(),
             descriptor_sets: Vec::new(),
             security,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
         }
     }
 
@@ -57,6 +62,13 @@ impl GrpcServer {
     {
         self.service_names.push(S::NAME);
         self.routes.add_service(service);
+        self
+    }
+
+    /// How long a stopping server waits for in-flight calls (default 10 s); align it with the
+    /// orchestrator's termination grace period.
+    pub fn with_drain_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.drain_timeout = timeout;
         self
     }
 
@@ -102,20 +114,36 @@ impl GrpcServer {
             builder = builder.tls_config(tls)?;
         }
         let names = self.service_names;
+        let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
         let shutdown = async move {
             shutdown.await;
             for name in names {
                 reporter.set_service_status(name, ServingStatus::NotServing).await;
             }
             tracing::info!("shutting down gRPC server");
+            let _ = stopping.send(());
+        };
+        // Streams such as WatchRun can outlive any reasonable stop; give in-flight calls a bound.
+        let drain_timeout = self.drain_timeout;
+        let drain_deadline = async {
+            if stopped.await.is_ok() {
+                tokio::time::sleep(drain_timeout).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
         };
         tracing::info!(%address, "gRPC server listening");
-        builder
+        let serving = builder
             .layer(InternalAuthLayer::new(self.security.internal_token.clone()))
             .trace_fn(grpc_server_span)
             .add_routes(routes.routes())
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-            .await?;
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown);
+        tokio::select! {
+            served = serving => served?,
+            () = drain_deadline => {
+                tracing::warn!(timeout_ms = drain_timeout.as_millis() as u64, "in-flight calls still open after the drain timeout; stopping anyway");
+            }
+        }
         Ok(())
     }
 }
