@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use openstack::CloudConfig;
+use openstack::{CloudConfig, SecretString};
 use openstack_sim::{Faults, Scenario, SimConfig, SimHandle, Simulator};
 use service_kit::config::{DatabaseArgs, SecurityArgs, ServiceUrls, TelemetryArgs};
 use service_kit::db::Backend;
@@ -68,6 +68,9 @@ pub struct Addresses {
     pub audit: SocketAddr,
 }
 
+/// The demo cloud's own service user, which snapshots land in tenants' projects through.
+const DEMO_SERVICE_USER: &str = "snapkeeper-svc";
+
 /// The cloud the suite works on.
 pub enum Cloud {
     /// A real cloud, from clouds.yaml or the `OS_*`/`PF9_*` variables.
@@ -76,6 +79,8 @@ pub enum Cloud {
     Simulated {
         /// How to reach the simulator as its admin.
         config: CloudConfig,
+        /// The demo users' password, which the demo's service user `snapkeeper-svc` has too.
+        password: SecretString,
         /// The running simulator.
         handle: SimHandle,
     },
@@ -112,7 +117,7 @@ async fn cloud(args: &UpArgs) -> anyhow::Result<Cloud> {
     .await
     .with_context(|| format!("the simulator cannot listen on {} (use --sim-listen)", args.sim_listen))?;
     let config = CloudConfig::password(&handle.auth_url(), "admin", "Default", &password, "admin", "Default");
-    Ok(Cloud::Simulated { config, handle })
+    Ok(Cloud::Simulated { config, password: SecretString::from(password), handle })
 }
 
 /// A started suite; [`Suite::run_until`] keeps it running.
@@ -172,7 +177,15 @@ pub async fn start(args: UpArgs) -> anyhow::Result<Suite> {
     let mut config = configure!(policy_svc, "policy-svc", addresses.policy);
     config.identity_url = url(addresses.identity);
     tasks.spawn(supervise("policy-svc", policy_svc::serve(config, policy, stop.clone().cancelled_owned())));
-    let config = configure!(identity_svc, "identity-svc", addresses.identity);
+    let mut config = configure!(identity_svc, "identity-svc", addresses.identity);
+    // identity-svc is the only service that holds the cloud's passwords.
+    config.cloud = Some(cloud.config().clone());
+    if let Cloud::Simulated { password, .. } = &cloud
+        && config.service_user.email.is_none()
+    {
+        config.service_user.email = Some(DEMO_SERVICE_USER.to_owned());
+        config.service_user.password = Some(password.clone());
+    }
     tasks.spawn(supervise(
         "identity-svc",
         identity_svc::serve(config, identity, stop.clone().cancelled_owned()),
@@ -216,11 +229,6 @@ impl Suite {
     /// Where everything listens.
     pub fn addresses(&self) -> Addresses {
         self.addresses
-    }
-
-    /// The cloud the suite works on.
-    pub fn cloud(&self) -> &Cloud {
-        &self.cloud
     }
 
     /// What to tell the operator once the suite is up.
