@@ -3,7 +3,10 @@
 use service_kit::KitError;
 use service_kit::client::{ServiceChannel, Timeouts, connect_lazy};
 use service_kit::config::{SecurityArgs, ServiceUrls};
+use snapkeeper_proto::audit::v1::audit_service_client::AuditServiceClient;
+use snapkeeper_proto::identity::v1::identity_service_client::IdentityServiceClient;
 use snapkeeper_proto::policy::v1::policy_service_client::PolicyServiceClient;
+use snapkeeper_proto::snapshot::v1::snapshot_service_client::SnapshotServiceClient;
 
 /// One service the gateway depends on.
 #[derive(Clone)]
@@ -29,6 +32,21 @@ impl Upstream {
     /// A policy-svc client.
     pub fn policy(&self) -> PolicyServiceClient<ServiceChannel> {
         PolicyServiceClient::new(self.dependencies[0].channel.clone())
+    }
+
+    /// An identity-svc client.
+    pub fn identity(&self) -> IdentityServiceClient<ServiceChannel> {
+        IdentityServiceClient::new(self.dependencies[1].channel.clone())
+    }
+
+    /// A snapshot-svc client.
+    pub fn snapshot(&self) -> SnapshotServiceClient<ServiceChannel> {
+        SnapshotServiceClient::new(self.dependencies[2].channel.clone())
+    }
+
+    /// An audit-svc client.
+    pub fn audit(&self) -> AuditServiceClient<ServiceChannel> {
+        AuditServiceClient::new(self.dependencies[3].channel.clone())
     }
 
     /// Lazily connecting channels to every service (nothing is dialled until first use).

@@ -4,10 +4,11 @@
 
 use std::future::pending;
 
+use clap::Parser as _;
 use opentelemetry::trace::SpanId;
 use opentelemetry_sdk::trace::SpanData;
 use service_kit::client::{ServiceChannel, Timeouts, connect_lazy};
-use service_kit::config::{SecurityArgs, ServiceUrls, parse_secret};
+use service_kit::config::{SecurityArgs, parse_secret};
 use service_kit::server::GrpcServer;
 use service_kit::testing::SpanCapture;
 use snapkeeper_proto::identity::v1::identity_service_client::IdentityServiceClient;
@@ -68,19 +69,33 @@ async fn a_rest_request_is_one_trace_across_gateway_and_two_services() {
     let server = GrpcServer::new(security.clone()).add_service(PolicyServiceServer::new(Front { identity }));
     tokio::spawn(server.serve(front, pending()));
 
-    let urls = ServiceUrls {
-        policy_url: front_url,
-        identity_url: back_url.clone(),
-        snapshot_url: back_url.clone(),
-        audit_url: back_url,
-    };
-    let upstream = gateway::upstream::Upstream::connect(&urls, &security).unwrap();
+    let mut config = gateway::Config::try_parse_from([
+        "gateway",
+        "--policy-url",
+        &front_url,
+        "--identity-url",
+        &back_url,
+        "--snapshot-url",
+        &back_url,
+        "--audit-url",
+        &back_url,
+        "--jwt-secret",
+        JWT_SECRET,
+    ])
+    .unwrap();
+    config.security = security;
     let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let gateway_url = format!("http://{}", http.local_addr().unwrap());
-    tokio::spawn(async move { axum_serve(http, gateway::router(upstream)).await });
+    let app = gateway::app(&config).unwrap();
+    tokio::spawn(async move { axum_serve(http, app).await });
 
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let response = reqwest::get(format!("{gateway_url}/api/snapshot/rules")).await.unwrap();
+    let response = reqwest::Client::new()
+        .get(format!("{gateway_url}/api/snapshot/rules"))
+        .bearer_auth(session_token())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["version"], 3);
@@ -95,6 +110,25 @@ async fn a_rest_request_is_one_trace_across_gateway_and_two_services() {
     assert_eq!(rest.parent_span_id, SpanId::INVALID, "the REST request starts the trace");
     assert_eq!(policy.parent_span_id, rest.span_context.span_id());
     assert_eq!(identity.parent_span_id, policy.span_context.span_id());
+}
+
+const JWT_SECRET: &str = "trace-test-signing-key-of-32-bytes-or-more";
+
+/// A gateway session for a cloud-wide reader, signed as the gateway signs its own.
+fn session_token() -> String {
+    let now = chrono::Utc::now().timestamp();
+    let claims = serde_json::json!({
+        "iss": "snapkeeper-gateway",
+        "sub": "id-trace",
+        "name": "trace",
+        "roles": ["reader"],
+        "global": true,
+        "csrf": "not-used-with-bearer",
+        "iat": now,
+        "exp": now + 300,
+    });
+    let key = jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes());
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256), &claims, &key).unwrap()
 }
 
 async fn axum_serve(listener: TcpListener, router: axum::Router) {
