@@ -174,8 +174,14 @@ pub async fn start(args: UpArgs) -> anyhow::Result<Suite> {
         }};
     }
     let url = |address: SocketAddr| format!("http://{address}");
+    let urls = ServiceUrls {
+        policy_url: url(addresses.policy),
+        identity_url: url(addresses.identity),
+        snapshot_url: url(addresses.snapshot),
+        audit_url: url(addresses.audit),
+    };
     let mut config = configure!(policy_svc, "policy-svc", addresses.policy);
-    config.identity_url = url(addresses.identity);
+    config.identity_url = urls.identity_url.clone();
     tasks.spawn(supervise("policy-svc", policy_svc::serve(config, policy, stop.clone().cancelled_owned())));
     let mut config = configure!(identity_svc, "identity-svc", addresses.identity);
     // identity-svc is the only service that holds the cloud's passwords.
@@ -190,7 +196,8 @@ pub async fn start(args: UpArgs) -> anyhow::Result<Suite> {
         "identity-svc",
         identity_svc::serve(config, identity, stop.clone().cancelled_owned()),
     ));
-    let config = configure!(snapshot_svc, "snapshot-svc", addresses.snapshot);
+    let mut config = configure!(snapshot_svc, "snapshot-svc", addresses.snapshot);
+    config.services = urls.clone();
     tasks.spawn(supervise(
         "snapshot-svc",
         snapshot_svc::serve(config, snapshot, stop.clone().cancelled_owned()),
@@ -200,12 +207,7 @@ pub async fn start(args: UpArgs) -> anyhow::Result<Suite> {
 
     let mut config = gateway::Config::try_parse_from(["gateway"]).context("configuring the gateway")?;
     config.listen = addresses.gateway;
-    config.services = ServiceUrls {
-        policy_url: url(addresses.policy),
-        identity_url: url(addresses.identity),
-        snapshot_url: url(addresses.snapshot),
-        audit_url: url(addresses.audit),
-    };
+    config.services = urls;
     config.security = security;
     config.telemetry = telemetry;
     tasks.spawn(supervise("gateway", gateway::serve(config, gateway, stop.clone().cancelled_owned())));

@@ -1,35 +1,38 @@
--- snapshot-svc: runs with their steps and batches, the work items that make creates
--- crash-safe, the outbox that carries audit events to audit-svc, and the scheduler lease.
--- Times are RFC 3339 UTC text so one query path serves SQLite and PostgreSQL.
+-- snapshot-svc: runs with their steps, batches, events and quota blocks, the work items that make
+-- creates crash-safe, the outbox that carries audit events to audit-svc, and the scheduler lease.
+-- Times are RFC 3339 UTC text with microseconds (so text order is time order) and flags are
+-- integers 0/1, so one query path serves SQLite and PostgreSQL through sqlx's Any driver.
 
 CREATE TABLE snapshot_runs (
     id                  TEXT    PRIMARY KEY,           -- UUID v7
     kind                TEXT    NOT NULL CHECK (kind IN ('manual', 'scheduled')),
     status              TEXT    NOT NULL CHECK (status IN
                             ('pending', 'running', 'completed', 'partial', 'failed', 'cancelled', 'interrupted')),
-    dry_run             BOOLEAN NOT NULL DEFAULT FALSE,
+    dry_run             BIGINT  NOT NULL DEFAULT 0,
     triggered_by        TEXT    NOT NULL,              -- user name, or 'scheduler'
     scope               TEXT    NOT NULL DEFAULT '{}', -- JSON: project ids, policies, regions
+    regions             TEXT    NOT NULL DEFAULT '[]', -- JSON array
+    policies            TEXT    NOT NULL DEFAULT '[]', -- JSON array
+    policy_volumes      TEXT    NOT NULL DEFAULT '{}', -- JSON: enrolled volumes per policy
     execution_host      TEXT,
     created_at          TEXT    NOT NULL,
     started_at          TEXT,
     finished_at         TEXT,
     heartbeat_at        TEXT,
-    cancel_requested    BOOLEAN NOT NULL DEFAULT FALSE,
-    total_volumes       BIGINT NOT NULL DEFAULT 0,
-    snapshots_created   BIGINT NOT NULL DEFAULT 0,
-    snapshots_deleted   BIGINT NOT NULL DEFAULT 0,
-    snapshots_failed    BIGINT NOT NULL DEFAULT 0,
-    volumes_skipped     BIGINT NOT NULL DEFAULT 0,
-    quota_blocked       BIGINT NOT NULL DEFAULT 0,
-    total_batches       BIGINT NOT NULL DEFAULT 0,
-    completed_batches   BIGINT NOT NULL DEFAULT 0,
-    current_batch       BIGINT NOT NULL DEFAULT 0,
-    batch_size_config   BIGINT NOT NULL DEFAULT 20,
-    batch_delay_sec     DOUBLE PRECISION NOT NULL DEFAULT 0,
+    cancel_requested_at TEXT,
+    cancel_requested_by TEXT,
+    counters            TEXT    NOT NULL DEFAULT '{}', -- JSON of the run counters
+    total_batches       BIGINT  NOT NULL DEFAULT 0,
+    completed_batches   BIGINT  NOT NULL DEFAULT 0,
+    current_batch       BIGINT  NOT NULL DEFAULT 0,
+    batch_size_config   BIGINT  NOT NULL DEFAULT 20,
+    batch_delay_ms      BIGINT  NOT NULL DEFAULT 0,
     progress_pct        DOUBLE PRECISION NOT NULL DEFAULT 0,
+    volumes_per_minute  DOUBLE PRECISION NOT NULL DEFAULT 0,
     estimated_finish_at TEXT,
-    error_summary       TEXT
+    rule_set_version    BIGINT  NOT NULL DEFAULT 0,
+    error_summary       TEXT    NOT NULL DEFAULT '',
+    last_sequence       BIGINT  NOT NULL DEFAULT 0     -- last event sequence number of the run
 );
 -- At most one active run of each kind: the database decides, not a check-then-insert.
 CREATE UNIQUE INDEX snapshot_runs_one_active_per_kind ON snapshot_runs (kind)
@@ -39,35 +42,54 @@ CREATE INDEX snapshot_runs_status ON snapshot_runs (status);
 
 CREATE TABLE snapshot_run_steps (
     run_id      TEXT    NOT NULL REFERENCES snapshot_runs (id),
-    position    BIGINT NOT NULL,
+    position    BIGINT  NOT NULL,
     key         TEXT    NOT NULL,                      -- policy_assign, inventory_pre, snapshots, inventory_post
     label       TEXT    NOT NULL,
     status      TEXT    NOT NULL DEFAULT 'pending'
                     CHECK (status IN ('pending', 'running', 'completed', 'failed', 'skipped')),
     started_at  TEXT,
     finished_at TEXT,
-    error       TEXT,
+    error       TEXT    NOT NULL DEFAULT '',
+    detail      TEXT    NOT NULL DEFAULT '',
     PRIMARY KEY (run_id, key)
 );
 
 CREATE TABLE snapshot_run_batches (
     run_id        TEXT    NOT NULL REFERENCES snapshot_runs (id),
-    batch_number  BIGINT NOT NULL,
-    region        TEXT,
+    batch_number  BIGINT  NOT NULL,
+    region        TEXT    NOT NULL DEFAULT '',
     tenant_ids    TEXT    NOT NULL,                    -- JSON array of project ids
     tenant_names  TEXT    NOT NULL,                    -- JSON array of project names
-    total_volumes BIGINT NOT NULL DEFAULT 0,
-    completed     BIGINT NOT NULL DEFAULT 0,
-    failed        BIGINT NOT NULL DEFAULT 0,
-    skipped       BIGINT NOT NULL DEFAULT 0,
-    quota_blocked BIGINT NOT NULL DEFAULT 0,
+    total_volumes BIGINT  NOT NULL DEFAULT 0,
+    completed     BIGINT  NOT NULL DEFAULT 0,
+    failed        BIGINT  NOT NULL DEFAULT 0,
+    skipped       BIGINT  NOT NULL DEFAULT 0,
+    quota_blocked BIGINT  NOT NULL DEFAULT 0,
+    deleted       BIGINT  NOT NULL DEFAULT 0,
     status        TEXT    NOT NULL DEFAULT 'pending'
                       CHECK (status IN ('pending', 'running', 'completed', 'partial', 'failed', 'cancelled')),
-    claimed_by    TEXT,
     started_at    TEXT,
     finished_at   TEXT,
-    error_message TEXT,
+    error_message TEXT    NOT NULL DEFAULT '',
     PRIMARY KEY (run_id, batch_number)
+);
+
+-- What WatchRun streams: each event of a run with its sequence number (encoded WatchRunResponse),
+-- so any replica can serve a watch and a client can resume after a sequence.
+CREATE TABLE snapshot_run_events (
+    run_id      TEXT    NOT NULL REFERENCES snapshot_runs (id),
+    sequence    BIGINT  NOT NULL,
+    volume      BIGINT  NOT NULL DEFAULT 0,            -- 1 for per-volume events (streamed on request)
+    payload     BYTEA   NOT NULL,
+    PRIMARY KEY (run_id, sequence)
+);
+
+-- Quota blocks of a run (encoded QuotaBlock) for GetRun; audit-svc holds the durable record.
+CREATE TABLE snapshot_quota_blocks (
+    run_id      TEXT    NOT NULL REFERENCES snapshot_runs (id),
+    position    BIGINT  NOT NULL,
+    payload     BYTEA   NOT NULL,
+    PRIMARY KEY (run_id, position)
 );
 
 -- A snapshot we are about to create, recorded before the create call so that a crash
@@ -79,9 +101,9 @@ CREATE TABLE run_work_items (
     project_id      TEXT    NOT NULL,
     policy          TEXT    NOT NULL,
     slot            TEXT    NOT NULL,
-    region          TEXT,
-    state           TEXT    NOT NULL DEFAULT 'planned'
-                        CHECK (state IN ('planned', 'creating', 'created', 'failed', 'quota_blocked', 'skipped')),
+    region          TEXT    NOT NULL DEFAULT '',
+    state           TEXT    NOT NULL DEFAULT 'creating'
+                        CHECK (state IN ('creating', 'created', 'recovered', 'failed')),
     snapshot_id     TEXT,
     error           TEXT,
     created_at      TEXT    NOT NULL,
@@ -92,19 +114,20 @@ CREATE INDEX run_work_items_run ON run_work_items (run_id, state);
 -- Audit events written in the same transaction as the action they describe; a relay
 -- delivers them to audit-svc and deletes them once acknowledged.
 CREATE TABLE outbox (
-    event_id     TEXT    PRIMARY KEY,                  -- UUID v7, audit-svc dedupes on it
-    run_id       TEXT,
-    payload      BYTEA    NOT NULL,                     -- encoded audit event
-    created_at   TEXT    NOT NULL,
-    attempts     BIGINT NOT NULL DEFAULT 0,
-    next_attempt_at TEXT NOT NULL,
-    last_error   TEXT
+    event_id        TEXT    PRIMARY KEY,               -- UUID v7, audit-svc dedupes on it
+    run_id          TEXT,
+    payload         BYTEA   NOT NULL,                  -- encoded audit Event
+    created_at      TEXT    NOT NULL,
+    attempts        BIGINT  NOT NULL DEFAULT 0,
+    next_attempt_at TEXT    NOT NULL,
+    last_error      TEXT
 );
 CREATE INDEX outbox_due ON outbox (next_attempt_at);
 
 -- Who schedules: one replica holds the lease and renews it.
 CREATE TABLE scheduler_lease (
-    name        TEXT PRIMARY KEY,
-    holder      TEXT NOT NULL,
-    expires_at  TEXT NOT NULL
+    name         TEXT PRIMARY KEY,
+    holder       TEXT NOT NULL,
+    expires_at   TEXT NOT NULL,
+    last_tick_at TEXT
 );
