@@ -181,7 +181,7 @@ pub async fn start(args: UpArgs) -> anyhow::Result<Suite> {
         audit_url: url(addresses.audit),
     };
     let mut config = configure!(policy_svc, "policy-svc", addresses.policy);
-    config.identity_url = urls.identity_url.clone();
+    config.identity_url.clone_from(&urls.identity_url);
     tasks.spawn(supervise("policy-svc", policy_svc::serve(config, policy, stop.clone().cancelled_owned())));
     let mut config = configure!(identity_svc, "identity-svc", addresses.identity);
     // identity-svc is the only service that holds the cloud's passwords.
