@@ -11,7 +11,14 @@ pub struct Config {
     /// Address the gRPC server listens on.
     #[arg(long, env = "AUDIT_SVC_LISTEN", default_value = "127.0.0.1:50054")]
     pub listen: SocketAddr,
-    /// Where the service keeps its data.
+    /// policy-svc gRPC URL: compliance reads the policy catalog and exclusions from it.
+    #[arg(long, env = "POLICY_SVC_URL", default_value = "http://127.0.0.1:50051")]
+    pub policy_url: String,
+    /// Seconds the catalog and exclusions fetched from policy-svc are reused before a refetch.
+    #[arg(long, env = "AUDIT_POLICY_CACHE_TTL_SECS", default_value_t = 60)]
+    pub policy_cache_ttl_secs: u64,
+    /// Where the service keeps its data. On PostgreSQL audit writes run as the
+    /// `snapkeeper_audit_writer` role (SELECT and INSERT only) when the user may switch to it.
     #[command(flatten)]
     pub database: DatabaseArgs,
     /// Service-to-service credential and TLS.

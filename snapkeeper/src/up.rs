@@ -202,7 +202,8 @@ pub async fn start(args: UpArgs) -> anyhow::Result<Suite> {
         "snapshot-svc",
         snapshot_svc::serve(config, snapshot, stop.clone().cancelled_owned()),
     ));
-    let config = configure!(audit_svc, "audit-svc", addresses.audit);
+    let mut config = configure!(audit_svc, "audit-svc", addresses.audit);
+    config.policy_url.clone_from(&urls.policy_url);
     tasks.spawn(supervise("audit-svc", audit_svc::serve(config, audit, stop.clone().cancelled_owned())));
 
     let mut config = gateway::Config::try_parse_from(["gateway"]).context("configuring the gateway")?;

@@ -1,153 +1,269 @@
--- audit-svc: the system of record. Audit tables are append-only: the service has no UPDATE or
--- DELETE path for them. Inventory tables hold the latest view of the cloud, replaced per sync.
--- Times are RFC 3339 UTC text so one query path serves SQLite and PostgreSQL.
+-- audit-svc: the system of record.
+--
+-- Audit tables (snapshot_records, snapshot_quota_blocks, run_summaries, compliance_daily) are
+-- append-only: the service has no UPDATE or DELETE statement for them, and on PostgreSQL it
+-- writes them as the NOLOGIN role snapkeeper_audit_writer, which holds only SELECT and INSERT.
+-- Inventory tables hold the latest view of each region and are replaced per sync.
+-- Times are RFC 3339 UTC text with a fixed six-digit fraction ("2026-11-25T00:00:00.000000Z"), so
+-- text order is time order and one query path serves SQLite and PostgreSQL. Flags are 0/1 BIGINT
+-- (the sqlx Any driver cannot decode SQLite booleans). Empty text means "not set".
 
+-- Every event, one row each; `seq` is the record id. Kind-specific figures live in
+-- snapshot_quota_blocks and run_summaries under the same event_id.
 CREATE TABLE snapshot_records (
-    seq                  BIGSERIAL PRIMARY KEY,
-    event_id             TEXT    NOT NULL UNIQUE,      -- client-generated UUID v7; repeats are ignored
-    occurred_at          TEXT    NOT NULL,
-    recorded_at          TEXT    NOT NULL,
-    run_id               TEXT,
-    actor                TEXT    NOT NULL,             -- user name, or 'scheduler'
-    action               TEXT    NOT NULL,             -- created, deleted, failed, skipped, quota_blocked, dry_run, run_*
-    status               TEXT    NOT NULL,             -- OK, ERROR, SKIPPED, QUOTA_BLOCKED, DRY_RUN (seed values)
-    reason               TEXT,
-    region               TEXT,
-    volume_id            TEXT,
-    volume_name          TEXT,
-    project_id           TEXT,
-    project_name         TEXT,
-    domain_id            TEXT,
-    domain_name          TEXT,
-    vm_id                TEXT,
-    vm_name              TEXT,
-    policy_name          TEXT,
-    slot                 TEXT,
-    snapshot_id          TEXT,
-    snapshot_name        TEXT,
-    size_gb              BIGINT,
-    retention_count      BIGINT,
-    scope_mode           TEXT,                         -- service_user, admin_fallback, admin_only
-    cinder_request_id    TEXT,
-    openstack_created_at TEXT,
-    error_message        TEXT,
-    details              TEXT                          -- JSON with kind-specific fields
+    seq                 BIGSERIAL PRIMARY KEY,
+    event_id            TEXT   NOT NULL UNIQUE,      -- client-generated UUID v7; repeats are ignored
+    kind                TEXT   NOT NULL,             -- run_started ... snapshot_created ... role_granted
+    occurred_at         TEXT   NOT NULL,
+    recorded_at         TEXT   NOT NULL,
+    run_id              TEXT   NOT NULL,
+    actor               TEXT   NOT NULL,             -- user name, or 'scheduler'
+    dry_run             BIGINT NOT NULL,
+    region              TEXT   NOT NULL,
+    volume_id           TEXT   NOT NULL,
+    volume_name         TEXT   NOT NULL,
+    project_id          TEXT   NOT NULL,
+    project_name        TEXT   NOT NULL,
+    domain_id           TEXT   NOT NULL,
+    domain_name         TEXT   NOT NULL,
+    vm_id               TEXT   NOT NULL,
+    vm_name             TEXT   NOT NULL,
+    policy_name         TEXT   NOT NULL,
+    slot                TEXT,
+    snapshot_id         TEXT   NOT NULL,
+    snapshot_name       TEXT   NOT NULL,
+    snapshot_project_id TEXT   NOT NULL,
+    size_gb             BIGINT NOT NULL,
+    snapshot_created_at TEXT,                        -- the seed's openstack_created_at
+    retention_count     BIGINT NOT NULL,             -- the seed's retention_days (a count)
+    scope_mode          TEXT   NOT NULL,             -- service_user, admin_fallback, admin_only
+    cinder_request_id   TEXT   NOT NULL,
+    error_message       TEXT   NOT NULL,
+    skip_reason         TEXT   NOT NULL,
+    dry_run_action      TEXT   NOT NULL,
+    recovered           BIGINT NOT NULL,
+    role_name           TEXT   NOT NULL,
+    detail              TEXT   NOT NULL
 );
-CREATE INDEX snapshot_records_run ON snapshot_records (run_id);
+CREATE INDEX snapshot_records_time ON snapshot_records (occurred_at, seq);
+CREATE INDEX snapshot_records_run ON snapshot_records (run_id, occurred_at);
 CREATE INDEX snapshot_records_volume_policy ON snapshot_records (volume_id, policy_name, occurred_at);
 CREATE INDEX snapshot_records_project_time ON snapshot_records (project_id, occurred_at);
 CREATE INDEX snapshot_records_domain_time ON snapshot_records (domain_id, occurred_at);
-CREATE INDEX snapshot_records_action_time ON snapshot_records (action, occurred_at);
-CREATE INDEX snapshot_records_time ON snapshot_records (occurred_at);
+CREATE INDEX snapshot_records_kind_time ON snapshot_records (kind, occurred_at);
+CREATE INDEX snapshot_records_snapshot ON snapshot_records (snapshot_id);
 
+-- Quota figures of each snapshot_quota_blocked event (seed snapshot_quota_blocks), with the
+-- filter columns repeated so ListQuotaBlocks and compliance read this small table first.
 CREATE TABLE snapshot_quota_blocks (
-    seq                  BIGSERIAL PRIMARY KEY,
-    event_id             TEXT    NOT NULL UNIQUE,
-    occurred_at          TEXT    NOT NULL,
-    run_id               TEXT,
-    region               TEXT,
-    volume_id            TEXT    NOT NULL,
-    volume_name          TEXT,
-    volume_size_gb       BIGINT,
-    project_id           TEXT    NOT NULL,
-    project_name         TEXT,
-    domain_id            TEXT,
-    domain_name          TEXT,
-    policy_name          TEXT,
-    quota_limit_gb       BIGINT,
-    quota_used_gb        BIGINT,
-    quota_needed_gb      BIGINT,
-    snapshot_quota_limit BIGINT,
-    snapshot_quota_used  BIGINT,
-    block_reason         TEXT    NOT NULL              -- gigabytes_exceeded, snapshots_exceeded, cinder_413
+    seq                   BIGSERIAL PRIMARY KEY,
+    event_id              TEXT   NOT NULL UNIQUE REFERENCES snapshot_records (event_id),
+    occurred_at           TEXT   NOT NULL,
+    run_id                TEXT   NOT NULL,
+    region                TEXT   NOT NULL,
+    volume_id             TEXT   NOT NULL,
+    project_id            TEXT   NOT NULL,
+    domain_id             TEXT   NOT NULL,
+    policy_name           TEXT   NOT NULL,
+    block_reason          TEXT   NOT NULL,           -- gigabytes_exceeded, snapshots_exceeded, ...
+    volume_type           TEXT   NOT NULL,
+    quota_limit_gb        BIGINT NOT NULL,
+    quota_used_gb         BIGINT NOT NULL,
+    quota_needed_gb       BIGINT NOT NULL,
+    snapshot_quota_limit  BIGINT NOT NULL,
+    snapshot_quota_used   BIGINT NOT NULL,
+    snapshot_quota_needed BIGINT NOT NULL
 );
+CREATE INDEX snapshot_quota_blocks_time ON snapshot_quota_blocks (occurred_at);
 CREATE INDEX snapshot_quota_blocks_run ON snapshot_quota_blocks (run_id);
-CREATE INDEX snapshot_quota_blocks_volume ON snapshot_quota_blocks (volume_id, occurred_at);
+CREATE INDEX snapshot_quota_blocks_volume ON snapshot_quota_blocks (volume_id, policy_name, occurred_at);
 
--- One row per run lifecycle event (started, step, batch, finished), append-only.
+-- The run-level payload of each run event (started, step, batch, finished): the queried fields as
+-- columns, and the payload message exactly as sent (protobuf encoding of RunStarted,
+-- RunStepChange, RunBatch or RunFinished).
 CREATE TABLE run_summaries (
-    seq         BIGSERIAL PRIMARY KEY,
-    event_id    TEXT    NOT NULL UNIQUE,
-    run_id      TEXT    NOT NULL,
-    occurred_at TEXT    NOT NULL,
-    kind        TEXT    NOT NULL,                      -- run_started, step, batch, run_finished
-    status      TEXT,
-    details     TEXT    NOT NULL                       -- JSON: counters, step or batch fields
+    seq          BIGSERIAL PRIMARY KEY,
+    event_id     TEXT   NOT NULL UNIQUE REFERENCES snapshot_records (event_id),
+    run_id       TEXT   NOT NULL,
+    kind         TEXT   NOT NULL,                    -- run_started, run_step, run_batch, run_finished
+    occurred_at  TEXT   NOT NULL,
+    run_kind     TEXT   NOT NULL,                    -- manual, scheduled (run_started)
+    status       TEXT   NOT NULL,                    -- run status (run_finished) or phase status
+    step         TEXT   NOT NULL,                    -- run_step
+    batch_number BIGINT NOT NULL,                    -- run_batch
+    payload      BYTEA  NOT NULL
 );
-CREATE INDEX run_summaries_run ON run_summaries (run_id, seq);
+CREATE INDEX run_summaries_run ON run_summaries (run_id, kind, seq);
+CREATE INDEX run_summaries_started ON run_summaries (kind, occurred_at);
 
-CREATE TABLE inventory_syncs (
-    id          TEXT PRIMARY KEY,
-    region      TEXT,
-    started_at  TEXT NOT NULL,
-    finished_at TEXT,
-    volumes     BIGINT NOT NULL DEFAULT 0,
-    snapshots   BIGINT NOT NULL DEFAULT 0,
-    projects    BIGINT NOT NULL DEFAULT 0,
-    domains     BIGINT NOT NULL DEFAULT 0,
-    disappeared BIGINT NOT NULL DEFAULT 0
+-- Daily compliance roll-ups, appended: one row per (domain, project, policy) per roll-up, all rows
+-- of one roll-up sharing recorded_at. The trend sums the latest roll-up of each day.
+CREATE TABLE compliance_daily (
+    seq           BIGSERIAL PRIMARY KEY,
+    day           TEXT   NOT NULL,                   -- YYYY-MM-DD (UTC)
+    recorded_at   TEXT   NOT NULL,
+    domain_id     TEXT   NOT NULL,
+    domain_name   TEXT   NOT NULL,
+    project_id    TEXT   NOT NULL,
+    project_name  TEXT   NOT NULL,
+    policy_name   TEXT   NOT NULL,
+    compliant     BIGINT NOT NULL,
+    missing       BIGINT NOT NULL,
+    pending       BIGINT NOT NULL,
+    quota_blocked BIGINT NOT NULL,
+    excluded      BIGINT NOT NULL
 );
+CREATE INDEX compliance_daily_day ON compliance_daily (day, recorded_at);
+
+-- Inventory: the latest applied view per region.
+CREATE TABLE inventory_regions (
+    region     TEXT PRIMARY KEY,
+    sync_id    TEXT NOT NULL,
+    listed_at  TEXT NOT NULL,
+    applied_at TEXT NOT NULL
+);
+
+-- Every applied sync and its result (a resent sync_id answers from here).
+CREATE TABLE inventory_syncs (
+    sync_id               TEXT PRIMARY KEY,
+    region                TEXT   NOT NULL,
+    listed_at             TEXT   NOT NULL,
+    applied_at            TEXT   NOT NULL,
+    run_id                TEXT   NOT NULL,
+    source                TEXT   NOT NULL,
+    domain_count          BIGINT NOT NULL,
+    project_count         BIGINT NOT NULL,
+    server_count          BIGINT NOT NULL,
+    volume_count          BIGINT NOT NULL,
+    snapshot_count        BIGINT NOT NULL,
+    volumes_added         BIGINT NOT NULL,
+    volumes_disappeared   BIGINT NOT NULL,
+    snapshots_disappeared BIGINT NOT NULL
+);
+
+-- Volumes that left the view, with when they were last seen.
+CREATE TABLE inventory_disappeared_volumes (
+    seq            BIGSERIAL PRIMARY KEY,
+    sync_id        TEXT NOT NULL,
+    region         TEXT NOT NULL,
+    volume_id      TEXT NOT NULL,
+    volume_name    TEXT NOT NULL,
+    project_id     TEXT NOT NULL,
+    last_seen_at   TEXT NOT NULL,
+    disappeared_at TEXT NOT NULL
+);
+CREATE INDEX inventory_disappeared_sync ON inventory_disappeared_volumes (sync_id, seq);
+CREATE INDEX inventory_disappeared_volume ON inventory_disappeared_volumes (region, volume_id);
 
 CREATE TABLE inventory_domains (
-    id           TEXT PRIMARY KEY,
-    name         TEXT NOT NULL,
-    last_seen_at TEXT NOT NULL
+    region       TEXT   NOT NULL,
+    id           TEXT   NOT NULL,
+    name         TEXT   NOT NULL,
+    enabled      BIGINT NOT NULL,
+    last_seen_at TEXT   NOT NULL,
+    PRIMARY KEY (region, id)
 );
 
 CREATE TABLE inventory_projects (
-    id           TEXT PRIMARY KEY,
-    name         TEXT NOT NULL,
-    domain_id    TEXT,
-    last_seen_at TEXT NOT NULL
+    region       TEXT   NOT NULL,
+    id           TEXT   NOT NULL,
+    name         TEXT   NOT NULL,
+    domain_id    TEXT   NOT NULL,
+    enabled      BIGINT NOT NULL,
+    last_seen_at TEXT   NOT NULL,
+    PRIMARY KEY (region, id)
 );
-CREATE INDEX inventory_projects_domain ON inventory_projects (domain_id);
+
+CREATE TABLE inventory_servers (
+    region       TEXT NOT NULL,
+    id           TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    project_id   TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    last_seen_at TEXT NOT NULL,
+    PRIMARY KEY (region, id)
+);
 
 CREATE TABLE inventory_volumes (
-    id                TEXT PRIMARY KEY,
-    name              TEXT,
-    project_id        TEXT NOT NULL,
-    region            TEXT,
+    region            TEXT   NOT NULL,
+    id                TEXT   NOT NULL,
+    name              TEXT   NOT NULL,
+    project_id        TEXT   NOT NULL,
+    status            TEXT   NOT NULL,
     size_gb           BIGINT NOT NULL,
-    volume_type       TEXT,
-    status            TEXT NOT NULL,
-    bootable          BOOLEAN NOT NULL DEFAULT FALSE,
-    vm_id             TEXT,
-    vm_name           TEXT,
-    auto_snapshot     BOOLEAN NOT NULL DEFAULT FALSE,
-    policies          TEXT,                            -- CSV as in the volume metadata
-    metadata          TEXT NOT NULL DEFAULT '{}',      -- JSON
-    enrolled_at       TEXT,                            -- first seen with auto_snapshot=true
-    last_seen_at      TEXT NOT NULL,
-    disappeared_at    TEXT
+    volume_type       TEXT   NOT NULL,
+    bootable          BIGINT NOT NULL,
+    availability_zone TEXT   NOT NULL,
+    vm_id             TEXT   NOT NULL,               -- first attachment
+    metadata          TEXT   NOT NULL,               -- JSON object
+    created_at        TEXT,
+    updated_at        TEXT,
+    first_seen_at     TEXT   NOT NULL,
+    last_seen_at      TEXT   NOT NULL,
+    PRIMARY KEY (region, id)
 );
 CREATE INDEX inventory_volumes_project ON inventory_volumes (project_id);
 
-CREATE TABLE inventory_snapshots (
-    id            TEXT PRIMARY KEY,
-    name          TEXT,
-    volume_id     TEXT NOT NULL,
-    project_id    TEXT NOT NULL,
-    region        TEXT,
-    size_gb       BIGINT,
-    status        TEXT NOT NULL,
-    created_by    TEXT,                                -- snapshot metadata created_by
-    policy_name   TEXT,                                -- snapshot metadata policy
-    slot          TEXT,
-    created_at    TEXT NOT NULL,
-    last_seen_at  TEXT NOT NULL
+-- Enrolled (volume, policy) pairs of the view, derived from the volume metadata at sync time;
+-- enrolled_at is when the pair was first seen enrolled and survives later syncs.
+CREATE TABLE inventory_enrollments (
+    region          TEXT   NOT NULL,
+    volume_id       TEXT   NOT NULL,
+    policy_name     TEXT   NOT NULL,
+    retention_count BIGINT NOT NULL,                 -- 0: the metadata names none
+    enrolled_at     TEXT   NOT NULL,
+    PRIMARY KEY (region, volume_id, policy_name)
 );
-CREATE INDEX inventory_snapshots_volume_policy ON inventory_snapshots (volume_id, policy_name, created_at);
+CREATE INDEX inventory_enrollments_policy ON inventory_enrollments (policy_name);
 
-CREATE TABLE compliance_daily (
-    day            TEXT    NOT NULL,                   -- YYYY-MM-DD (UTC)
-    domain_id      TEXT    NOT NULL DEFAULT '',
-    project_id     TEXT    NOT NULL DEFAULT '',
-    policy_name    TEXT    NOT NULL DEFAULT '',
-    compliant      BIGINT NOT NULL,
-    pending        BIGINT NOT NULL,
-    quota_blocked  BIGINT NOT NULL,
-    missing        BIGINT NOT NULL,
-    excluded       BIGINT NOT NULL,
-    recorded_at    TEXT    NOT NULL,
-    PRIMARY KEY (day, domain_id, project_id, policy_name)
+CREATE TABLE inventory_snapshots (
+    region              TEXT   NOT NULL,
+    id                  TEXT   NOT NULL,
+    name                TEXT   NOT NULL,
+    volume_id           TEXT   NOT NULL,             -- original_volume_id metadata, else Cinder's
+    project_id          TEXT   NOT NULL,             -- where the snapshot lives
+    original_project_id TEXT   NOT NULL,             -- original_project_id metadata, else project_id
+    status              TEXT   NOT NULL,
+    size_gb             BIGINT NOT NULL,
+    created_by          TEXT   NOT NULL,             -- metadata created_by
+    policy_name         TEXT   NOT NULL,             -- metadata policy
+    slot                TEXT,                        -- metadata slot
+    held                BIGINT NOT NULL,             -- metadata snapkeeper_hold=true
+    created_at          TEXT   NOT NULL,
+    last_seen_at        TEXT   NOT NULL,
+    PRIMARY KEY (region, id)
 );
+CREATE INDEX inventory_snapshots_volume_policy ON inventory_snapshots (region, volume_id, policy_name);
+CREATE INDEX inventory_snapshots_created_by ON inventory_snapshots (created_by, created_at);
+
+-- The role audit writes run as (SET LOCAL ROLE): it may read and append the audit tables, never
+-- change or delete a row. Roles are cluster-wide, so it may exist already.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'snapkeeper_audit_writer') THEN
+        CREATE ROLE snapkeeper_audit_writer NOLOGIN;
+    END IF;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN
+    NULL; -- another database of this cluster created it at the same moment
+END
+$$;
+DO $$
+BEGIN
+    EXECUTE format('GRANT USAGE ON SCHEMA %I TO snapkeeper_audit_writer', current_schema());
+END
+$$;
+GRANT SELECT, INSERT ON snapshot_records, snapshot_quota_blocks, run_summaries, compliance_daily
+    TO snapkeeper_audit_writer;
+GRANT USAGE ON SEQUENCE snapshot_records_seq_seq, snapshot_quota_blocks_seq_seq, run_summaries_seq_seq,
+    compliance_daily_seq_seq TO snapkeeper_audit_writer;
+-- The service switches to the role for audit writes, so the migrating user must be a member; a
+-- user who may not grant it keeps writing as itself (the service logs that at start).
+DO $$
+BEGIN
+    IF NOT pg_has_role(current_user, 'snapkeeper_audit_writer', 'MEMBER') THEN
+        EXECUTE format('GRANT snapkeeper_audit_writer TO %I', current_user);
+    END IF;
+EXCEPTION WHEN insufficient_privilege THEN
+    RAISE NOTICE 'cannot grant snapkeeper_audit_writer to %', current_user;
+END
+$$;
