@@ -287,11 +287,14 @@ pub struct Group {
 
 /// Adds a verdict to the group `key` of `groups`, naming it on first sight.
 pub fn tally(groups: &mut BTreeMap<String, Group>, key: &str, name: &str, status: Status) {
-    groups
-        .entry(key.to_owned())
-        .or_insert_with(|| Group { name: name.to_owned(), summary: Summary::default() })
-        .summary
-        .add(status);
+    // Looking up before inserting keeps the hot path (a known group) free of allocations.
+    if let Some(group) = groups.get_mut(key) {
+        group.summary.add(status);
+        return;
+    }
+    let mut group = Group { name: name.to_owned(), summary: Summary::default() };
+    group.summary.add(status);
+    groups.insert(key.to_owned(), group);
 }
 
 #[cfg(test)]
