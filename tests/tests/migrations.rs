@@ -57,8 +57,8 @@ async fn check_invariants(databases: &[Database]) {
         .unwrap();
     sqlx::query(insert_run).bind("run-3").bind(NOW).execute(snapshot.pool()).await.unwrap();
 
-    let insert_record = "INSERT INTO snapshot_records (event_id, occurred_at, recorded_at, actor, action, status) \
-                         VALUES ($1, $2, $2, 'scheduler', 'created', 'OK')";
+    // Every column the audit schema requires; the event id is what must stay unique.
+    let insert_record = "INSERT INTO snapshot_records (event_id, kind, occurred_at, recorded_at, run_id, actor, region, volume_id, volume_name, project_id, project_name, domain_id, domain_name, vm_id, vm_name, policy_name, snapshot_id, snapshot_name, snapshot_project_id, scope_mode, cinder_request_id, error_message, skip_reason, dry_run_action, role_name, detail, dry_run, size_gb, retention_count, recovered) VALUES ($1, 'snapshot_created', $2, $2, 'run-1', 'scheduler', '', '', '', '', '', '', '', '', '', '', '', '', '', '', '', '', '', '', '', '', 0, 0, 0, 0)";
     sqlx::query(insert_record).bind("evt-1").bind(NOW).execute(audit.pool()).await.unwrap();
     let repeat = sqlx::query(insert_record).bind("evt-1").bind(NOW).execute(audit.pool()).await;
     assert!(repeat.is_err(), "an event id is stored once");
