@@ -103,14 +103,6 @@ pub fn inject_into_metadata(metadata: &mut tonic::metadata::MetadataMap) {
     global::get_text_map_propagator(|p| p.inject_context(&context, &mut MetadataInjector(metadata)));
 }
 
-/// Writes the current span's trace context into outgoing HTTP headers (OpenStack calls).
-pub fn inject_into_headers(headers: &mut http::HeaderMap) {
-    let context = tracing::Span::current().context();
-    global::get_text_map_propagator(|p| {
-        p.inject_context(&context, &mut opentelemetry_http::HeaderInjector(headers));
-    });
-}
-
 fn parent_context(headers: &http::HeaderMap) -> opentelemetry::Context {
     global::get_text_map_propagator(|p| p.extract(&opentelemetry_http::HeaderExtractor(headers)))
 }
