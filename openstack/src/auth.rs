@@ -233,6 +233,7 @@ impl Session {
             url: format!("{}/auth/tokens", self.auth_url),
             query: Vec::new(),
             token: None,
+            project_id: None,
             headers: Vec::new(),
             body: Some(&body),
         };

@@ -190,6 +190,7 @@ impl OpenStack {
                 url,
                 query: call.query.clone(),
                 token: Some(&auth.token),
+                project_id: auth.info.project.as_ref().map(|project| project.id.as_str()),
                 headers,
                 body: call.body.as_ref(),
             };

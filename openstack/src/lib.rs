@@ -6,6 +6,8 @@
 //! and a concurrency limit for the whole process, a tracing span per attempt (operation, method,
 //! status, request id), retries with jittered backoff for what is safe to retry, one
 //! re-authentication on 401, and per-operation counters. Creates are never blindly repeated.
+//! [`register_metrics`] exposes the calls as Prometheus series (latency by service, operation
+//! and status; retries; rate-limit waits).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), openstack::Error> {
@@ -30,6 +32,7 @@ mod client;
 mod config;
 mod error;
 mod keystone;
+mod metrics;
 mod nova;
 mod transport;
 
@@ -47,6 +50,7 @@ pub use error::{ApiFailure, Error};
 pub use keystone::{
     AssignmentFilter, Domain, Keystone, NewProject, NewUser, Project, Role, RoleAssignment, User,
 };
+pub use metrics::register_metrics;
 pub use nova::{Nova, Server};
 pub use secrecy::{ExposeSecret, SecretString};
 pub use transport::{CINDER_MICROVERSION, CallStats};

@@ -15,6 +15,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::config::{CloudConfig, Resilience};
 use crate::error::{ApiFailure, Error, service_message};
+use crate::metrics;
 
 /// Cinder microversion sent with every block-storage call: 3.60 is the first with metadata
 /// list filters that behave, and both Cinder 29 (max 3.71) and the simulator accept it.
@@ -36,6 +37,8 @@ pub(crate) struct Request<'a> {
     pub(crate) url: String,
     pub(crate) query: Vec<(String, String)>,
     pub(crate) token: Option<&'a SecretString>,
+    /// The project the token is scoped to, for the span (never the token itself).
+    pub(crate) project_id: Option<&'a str>,
     pub(crate) headers: Vec<(&'static str, String)>,
     pub(crate) body: Option<&'a serde_json::Value>,
 }
@@ -169,6 +172,7 @@ impl Transport {
             }
             if let (Some(delay), false) = (wait, last) {
                 self.count(request.operation, |s| s.retries += 1);
+                metrics::count_retry(request.operation);
                 tracing::warn!(
                     operation = request.operation,
                     attempt,
@@ -221,6 +225,7 @@ impl Transport {
             operation = request.operation,
             http.request.method = %request.method,
             attempt,
+            project_id = request.project_id.unwrap_or_default(),
             http.response.status_code = field::Empty,
             request_id = field::Empty,
         );
@@ -257,6 +262,7 @@ impl Transport {
             };
             let response = builder.send().await.map_err(|e| {
                 tracing::debug!(error = %e.without_url_ref(), "openstack request failed");
+                metrics::observe_attempt(request.operation, None, started.elapsed());
                 transport_error(&e)
             })?;
             let status = response.status().as_u16();
@@ -269,7 +275,12 @@ impl Transport {
             if let Some(id) = &request_id {
                 span.record("request_id", id.as_str());
             }
-            let body = response.bytes().await.map_err(|e| transport_error(&e))?.to_vec();
+            let body = response.bytes().await.map_err(|e| {
+                metrics::observe_attempt(request.operation, None, started.elapsed());
+                transport_error(&e)
+            })?;
+            let body = body.to_vec();
+            metrics::observe_attempt(request.operation, Some(status), started.elapsed());
             tracing::debug!(status, elapsed_ms = started.elapsed().as_millis() as u64, "openstack response");
             Ok(Response { status, headers, body, request_id })
         }
@@ -356,6 +367,7 @@ impl TokenBucket {
             (state.0 < 0.0).then(|| Duration::from_secs_f64(-state.0 / self.rate))
         };
         if let Some(wait) = wait {
+            crate::metrics::count_rate_limit_wait(wait);
             tokio::time::sleep(wait).await;
         }
     }

@@ -139,6 +139,14 @@ pub struct ServiceUrls {
     pub audit_url: String,
 }
 
+/// Where the Prometheus `/metrics` endpoint listens, apart from the service's own port.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct MetricsArgs {
+    /// Address of the Prometheus `/metrics` listener (e.g. `0.0.0.0:9464`); no listener when unset.
+    #[arg(long, env = "METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -140,10 +140,26 @@ impl fmt::Display for ServiceError {
 
 impl std::error::Error for ServiceError {}
 
+/// Longest status message sent: messages quote caller input, and an oversized value must not
+/// push the trailers past HTTP/2 header limits (the caller would see a protocol error instead).
+const MAX_STATUS_MESSAGE_CHARS: usize = 1024;
+
+/// Longest field path sent in metadata (a path can quote a caller's map key).
+const MAX_FIELD_CHARS: usize = 256;
+
+/// `text` cut to `max` characters, marked with `...` when cut.
+fn cut_short(text: String, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text,
+    }
+}
+
 impl From<ServiceError> for tonic::Status {
     fn from(err: ServiceError) -> Self {
-        let mut status = tonic::Status::new(err.code.grpc(), err.message);
-        if let Some(field) = err.field
+        let mut status =
+            tonic::Status::new(err.code.grpc(), cut_short(err.message, MAX_STATUS_MESSAGE_CHARS));
+        if let Some(field) = err.field.map(|field| cut_short(field, MAX_FIELD_CHARS))
             && let Ok(value) = field.parse()
         {
             status.metadata_mut().insert(FIELD_METADATA_KEY, value);
@@ -190,6 +206,19 @@ mod tests {
         ] {
             assert_eq!(ErrorCode::from_grpc(code.grpc()), code);
         }
+    }
+
+    #[test]
+    fn a_message_quoting_an_oversized_value_is_cut_short() {
+        let huge = "x".repeat(1 << 20);
+        let status: tonic::Status = ServiceError::not_found("policy", &huge).into();
+        assert_eq!(status.code(), tonic::Code::NotFound);
+        assert!(status.message().starts_with("policy xxx") && status.message().ends_with("..."));
+        assert_eq!(status.message().chars().count(), MAX_STATUS_MESSAGE_CHARS + 3);
+        let status: tonic::Status =
+            ServiceError::invalid(format!("retention_map.{huge}"), "unknown policy").into();
+        let field = status.metadata().get(FIELD_METADATA_KEY).unwrap().to_str().unwrap();
+        assert_eq!(field.chars().count(), MAX_FIELD_CHARS + 3);
     }
 
     #[test]

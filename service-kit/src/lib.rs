@@ -7,6 +7,7 @@
 //!   graceful shutdown); [`client`]: channels to other services carrying the same context.
 //! - [`db`]: the SQLite/PostgreSQL pool with per-backend migrations; [`error`]: one error code
 //!   mapped to gRPC and HTTP statuses; [`clock`]: time as a parameter.
+//! - [`metrics`]: the process's Prometheus registry and its `/metrics` listener.
 
 pub mod client;
 pub mod clock;
@@ -14,6 +15,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod internal_auth;
+pub mod metrics;
 pub mod server;
 pub mod telemetry;
 #[cfg(feature = "testing")]

@@ -134,3 +134,19 @@ pub fn http_server_span<B>(request: &http::Request<B>) -> tracing::Span {
     let _ = span.set_parent(parent_context(request.headers()));
     span
 }
+
+/// The current span's W3C `traceparent`, to store with work that a later task (or another
+/// replica) picks up, so that work continues the trace of the request that queued it.
+pub fn current_traceparent() -> Option<String> {
+    let context = tracing::Span::current().context();
+    let mut carrier = std::collections::HashMap::new();
+    global::get_text_map_propagator(|p| p.inject_context(&context, &mut carrier));
+    carrier.remove("traceparent")
+}
+
+/// Makes `span` a child of the span a stored `traceparent` names; an invalid value leaves it a root.
+pub fn set_parent_from_traceparent(span: &tracing::Span, traceparent: &str) {
+    let carrier = std::collections::HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+    let parent = global::get_text_map_propagator(|p| p.extract(&carrier));
+    let _ = span.set_parent(parent);
+}

@@ -1,5 +1,5 @@
-//! Test support shared by the suite's crates (feature `testing`): throwaway PostgreSQL databases
-//! and an in-memory span capture for trace assertions.
+//! Test support shared by the suite's crates (feature `testing`): throwaway PostgreSQL databases,
+//! an in-memory span capture for trace assertions, and a time-budgeted property-test loop.
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
@@ -10,6 +10,40 @@ use tracing_subscriber::layer::SubscriberExt;
 pub fn postgres_admin_url() -> String {
     std::env::var("SNAPKEEPER_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// Runs `test` over `strategy` for proptest's configured cases (`PROPTEST_CASES`, default 256), or,
+/// when `SNAPKEEPER_FUZZ_SECONDS` is set, in fresh batches until that much time has passed; prints
+/// and returns the number of cases run. Panics with proptest's minimal failing case.
+pub fn fuzz<S>(
+    name: &str,
+    strategy: &S,
+    test: impl Fn(S::Value) -> Result<(), proptest::test_runner::TestCaseError>,
+) -> u64
+where
+    S: proptest::strategy::Strategy,
+    S::Value: std::fmt::Debug,
+{
+    use proptest::test_runner::{Config, TestRunner};
+    let budget = std::env::var("SNAPKEEPER_FUZZ_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(std::time::Duration::from_secs);
+    let config = Config { failure_persistence: None, ..Config::default() };
+    let started = std::time::Instant::now();
+    let mut executions = 0;
+    loop {
+        let mut runner = TestRunner::new(config.clone());
+        if let Err(failure) = runner.run(strategy, &test) {
+            panic!("{name}: {failure}");
+        }
+        executions += u64::from(config.cases);
+        if budget.is_none_or(|budget| started.elapsed() >= budget) {
+            break;
+        }
+    }
+    eprintln!("{name}: {executions} cases in {:.1?}", started.elapsed());
+    executions
 }
 
 /// Whether this is a CI run, where a missing dependency must fail instead of skip.
