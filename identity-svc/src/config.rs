@@ -10,7 +10,7 @@ use std::path::Path;
 
 use openstack::CloudConfig;
 use secrecy::{ExposeSecret, SecretString};
-use service_kit::config::{DatabaseArgs, SecurityArgs, TelemetryArgs};
+use service_kit::config::{DatabaseArgs, MetricsArgs, SecurityArgs, TelemetryArgs};
 
 use crate::IdentityError;
 use crate::mode::Mode;
@@ -44,6 +44,9 @@ pub struct Config {
     /// Logs and traces.
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+    /// Prometheus `/metrics` listener.
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
     /// The admin cloud, when a launcher already built it (`snapkeeper up`); otherwise it is read
     /// from `OS_CLOUD` (clouds.yaml), the `OS_*` or the seed's `PF9_*` variables at start.
     #[arg(skip)]

@@ -144,6 +144,10 @@ impl IdentityService for IdentityApi {
         let credentials = self.broker.project_credentials(&request).await.map_err(status)?;
         span.record("scope_mode", scope_mode(credentials.scope_mode).as_str_name());
         span.record("cached", credentials.cached);
+        crate::metrics::credentials_issued(
+            scope_mode(credentials.scope_mode).as_str_name(),
+            credentials.cached,
+        );
         Ok(Response::new(pb::GetProjectCredentialsResponse {
             token: credentials.token.map(|t| t.expose_secret().to_owned()).unwrap_or_default(),
             expires_at: credentials.expires_at.map(timestamp),

@@ -16,6 +16,7 @@ pub mod cache;
 pub mod config;
 pub mod endpoints;
 pub mod grpc;
+pub mod metrics;
 pub mod mode;
 pub mod secrets;
 pub mod store;

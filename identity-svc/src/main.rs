@@ -6,6 +6,9 @@ async fn main() -> anyhow::Result<()> {
     let config = identity_svc::Config::parse();
     let _telemetry = service_kit::telemetry::init("identity-svc", config.telemetry.log_format)?;
     let listener = bind(config.listen).await?;
+    let mut registry = service_kit::metrics::registry();
+    identity_svc::metrics::register(&mut registry);
+    service_kit::metrics::spawn(&config.metrics, registry).await?;
     identity_svc::serve(config, listener, shutdown_signal()).await?;
     Ok(())
 }

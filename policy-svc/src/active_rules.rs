@@ -102,6 +102,7 @@ impl ActiveRules {
     }
 
     fn set(&self, loaded: LoadedRules) -> Arc<LoadedRules> {
+        crate::metrics::rules_in_force(loaded.version_number());
         let loaded = Arc::new(loaded);
         *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::clone(&loaded);
         loaded

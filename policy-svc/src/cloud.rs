@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use std::future::Future;
 
 use chrono::{DateTime, Duration, Utc};
-use openstack::{AuthMethod, CloudConfig, OpenStack, ProjectRef, Scope, SecretString, VolumeQuery};
+use openstack::{
+    AuthMethod, CloudConfig, OpenStack, ProjectRef, Resilience, Scope, SecretString, VolumeQuery,
+};
 use service_kit::client::{ServiceChannel, Timeouts, connect_lazy};
 use service_kit::config::SecurityArgs;
 use snapkeeper_proto::identity::v1 as identity;
@@ -42,6 +44,7 @@ struct Session {
 pub struct Cloud {
     identity: IdentityServiceClient<ServiceChannel>,
     page_limit: u32,
+    resilience: Resilience,
     sessions: tokio::sync::Mutex<HashMap<String, Session>>,
 }
 
@@ -63,8 +66,16 @@ impl Cloud {
         Ok(Self {
             identity: IdentityServiceClient::new(channel),
             page_limit,
+            resilience: Resilience::default(),
             sessions: tokio::sync::Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Uses these retry, rate and in-flight limits for the admin sessions (and the project
+    /// sessions derived from them) instead of the client's defaults.
+    pub fn with_resilience(mut self, resilience: Resilience) -> Self {
+        self.resilience = resilience;
+        self
     }
 
     /// The admin client of `region` ("" = identity-svc's default), fetched when there is none
@@ -123,6 +134,7 @@ impl Cloud {
         );
         config.region = (!credentials.region.is_empty()).then(|| credentials.region.clone());
         config.page_limit = self.page_limit;
+        config.resilience = self.resilience.clone();
         let client = OpenStack::connect(config).await?;
         // Token expiry is the issuer's wall clock, not the service's injectable clock.
         let now = Utc::now();

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use service_kit::config::{DatabaseArgs, SecurityArgs, TelemetryArgs};
+use service_kit::config::{DatabaseArgs, MetricsArgs, SecurityArgs, TelemetryArgs};
 
 /// Settings of `policy-svc`; every flag has an environment twin.
 #[derive(clap::Parser, Debug, Clone)]
@@ -41,6 +41,9 @@ pub struct Config {
     /// Logs and traces.
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+    /// Prometheus `/metrics` listener.
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 /// Parses a poll interval such as `10s` or `2m` (1 second to 1 day).

@@ -793,11 +793,13 @@ impl PolicyApi {
         use tokio_stream::StreamExt as _;
         let assigner = Arc::clone(self.assigner()?);
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
-        tokio::spawn(async move {
+        let run = async move {
             // Held until the run ends, so an overlapping apply is refused meanwhile.
             let _claim = claim;
             assigner.run(job, tx).await;
-        });
+        };
+        // The job outlives the handler: it keeps the request's span so its cloud calls stay in the trace.
+        tokio::spawn(tracing::Instrument::instrument(run, tracing::Span::current()));
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
             .map(move |item| item.map(convert).map_err(Status::from));
         Ok(Response::new(Box::pin(stream)))

@@ -20,6 +20,7 @@ pub mod config;
 pub mod decision;
 pub mod grpc;
 pub mod metadata;
+pub mod metrics;
 pub mod rules;
 pub mod schedule;
 pub mod store;
