@@ -1,10 +1,13 @@
-//! GetCompliance at cloud scale on PostgreSQL (a fresh test database): generates an inventory of
-//! N volumes x 3 policies (daily_7, weekly_4, monthly_1st) with their snapshots, sent through
-//! SyncInventory, plus a year of records, then times GetCompliance for the whole cloud and for
-//! one project over a real gRPC server and prints p50/p95.
+//! GetCompliance at cloud scale on PostgreSQL: generates an inventory of N volumes x 3 policies
+//! (daily_7, weekly_4, monthly_1st) with their snapshots, sent through SyncInventory, plus a year
+//! of records generated inside PostgreSQL (generate_series, loaded before the indexes are built),
+//! then times GetCompliance for the whole cloud and for one project over a real gRPC server and
+//! prints p50/p95/p99, the data set size and the plans of the queries a judgement runs.
 //!
 //! Sizes come from the environment: AUDIT_BENCH_VOLUMES (default 2000; the issue's figure is
 //! 100000), AUDIT_BENCH_RECORD_DAYS (default 365), AUDIT_BENCH_ITERATIONS (default 50).
+//! AUDIT_BENCH_KEEP_DATABASE=1 keeps the generated database (named after the sizes) and reuses it
+//! on the next run, so a change can be measured without generating again.
 //! Run: `cargo bench -p audit-svc --bench compliance` (SNAPKEEPER_TEST_POSTGRES_URL names the
 //! server). Without PostgreSQL it says so and exits.
 #![allow(clippy::unwrap_used)]
@@ -15,7 +18,7 @@ use std::time::{Duration, Instant};
 use audit_svc::directory::{CachedDirectory, Directory, PolicySource};
 use audit_svc::grpc::AuditApi;
 use audit_svc::report::ComplianceReport;
-use audit_svc::store::Store;
+use audit_svc::store::{self, Store};
 use audit_svc::{AuditError, MIGRATIONS, SCHEMA};
 use chrono::{DateTime, Duration as Days, Utc};
 use futures::future::BoxFuture;
@@ -146,11 +149,67 @@ fn inventory(volumes: usize, now: DateTime<Utc>) -> Vec<pb::SyncInventoryRequest
     messages
 }
 
+/// Secondary indexes and the constraints on `snapshot_records.event_id`, dropped before the load
+/// and rebuilt after it: one sorted build is far cheaper than maintaining them row by row.
+struct Deferred {
+    constraints: Vec<(String, String, String)>,
+    indexes: Vec<String>,
+}
+
+async fn defer_indexes(connection: &mut sqlx::PgConnection) -> Deferred {
+    // Unique constraint first (foreign keys need it when they come back).
+    let constraints: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT conrelid::regclass::text, conname::text, pg_get_constraintdef(oid) FROM pg_constraint \
+         WHERE (confrelid = 'snapshot_records'::regclass AND contype = 'f') \
+         OR (conrelid = 'snapshot_records'::regclass AND contype = 'u') ORDER BY contype = 'f'",
+    )
+    .fetch_all(&mut *connection)
+    .await
+    .unwrap();
+    let indexes: Vec<(String, String)> = sqlx::query_as(
+        "SELECT indexname::text, indexdef FROM pg_indexes WHERE schemaname = 'audit' \
+         AND tablename = 'snapshot_records' AND indexname NOT IN \
+         (SELECT conname FROM pg_constraint WHERE conrelid = 'snapshot_records'::regclass)",
+    )
+    .fetch_all(&mut *connection)
+    .await
+    .unwrap();
+    for (table, name, _) in constraints.iter().rev() {
+        connection
+            .execute(sqlx::AssertSqlSafe(format!("ALTER TABLE {table} DROP CONSTRAINT {name}")))
+            .await
+            .unwrap();
+    }
+    for (name, _) in &indexes {
+        connection.execute(sqlx::AssertSqlSafe(format!("DROP INDEX {name}"))).await.unwrap();
+    }
+    Deferred { constraints, indexes: indexes.into_iter().map(|(_, def)| def).collect() }
+}
+
+async fn rebuild_indexes(connection: &mut sqlx::PgConnection, deferred: Deferred) {
+    for (table, name, definition) in deferred.constraints {
+        connection
+            .execute(sqlx::AssertSqlSafe(format!("ALTER TABLE {table} ADD CONSTRAINT {name} {definition}")))
+            .await
+            .unwrap();
+    }
+    for definition in deferred.indexes {
+        connection.execute(sqlx::AssertSqlSafe(definition)).await.unwrap();
+    }
+}
+
 /// A year of records generated inside PostgreSQL: one created event per (volume, policy, slot),
 /// plus quota blocks for today's daily slot of every 50th volume.
 async fn generate_records(url: &str, volumes: usize, days: usize) {
     let mut connection = sqlx::PgConnection::connect(url).await.unwrap();
-    connection.execute("SET search_path TO audit").await.unwrap();
+    connection
+        .execute(
+            "SET search_path TO audit; SET synchronous_commit TO off; SET maintenance_work_mem TO '1GB'; \
+             SET max_parallel_maintenance_workers TO 2",
+        )
+        .await
+        .unwrap();
+    let deferred = defer_indexes(&mut connection).await;
     let fmt = r#"'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'"#;
     let insert = |policy: &str, step: &str| {
         format!(
@@ -162,13 +221,15 @@ async fn generate_records(url: &str, volumes: usize, days: usize) {
              to_char(d + interval '3 minutes', {fmt}), 'run', 'scheduler', 0, 'RegionOne', 'vol-' || v, 'volume-' || v, \
              'p' || (v / {VOLUMES_PER_PROJECT}), 'project', 'd' || ((v / {VOLUMES_PER_PROJECT}) % 10), 'domain', '', '', \
              '{policy}', to_char(d, {fmt}), 'snap', 'auto', 'p', 10, NULL, 7, 'service_user', 'req', '', '', '', 0, '', '' \
-             FROM generate_series(0, {last}) v, \
-             generate_series(timestamp '2026-11-25 00:00:00' - interval '{days} days', timestamp '2026-11-25 00:00:00', interval '{step}') d",
+             FROM generate_series(timestamp '2026-11-25 00:00:00' - interval '{days} days', timestamp '2026-11-25 00:00:00', interval '{step}') d, \
+             generate_series(0, {last}) v",
             last = volumes - 1,
         )
     };
     for (policy, step) in [("daily_7", "1 day"), ("weekly_4", "7 days"), ("monthly_1st", "1 month")] {
+        let started = Instant::now();
         connection.execute(sqlx::AssertSqlSafe(insert(policy, step))).await.unwrap();
+        println!("  {policy} records inserted in {:.1} s", started.elapsed().as_secs_f64());
     }
     let quota = format!(
         "INSERT INTO snapshot_records (event_id, kind, occurred_at, recorded_at, run_id, actor, dry_run, region, volume_id, \
@@ -183,11 +244,79 @@ async fn generate_records(url: &str, volumes: usize, days: usize) {
          policy_name, block_reason, volume_type, quota_limit_gb, quota_used_gb, quota_needed_gb, snapshot_quota_limit, \
          snapshot_quota_used, snapshot_quota_needed) \
          SELECT 'q-' || v, '2026-11-25T00:05:00.000000Z', 'run', 'RegionOne', 'vol-' || v, 'p' || (v / {VOLUMES_PER_PROJECT}), \
-         '', 'daily_7', 'gigabytes_exceeded', '', 1000, 995, 10, -1, 0, 1 FROM generate_series(0, {last}, 50) v; \
-         ANALYZE",
+         '', 'daily_7', 'gigabytes_exceeded', '', 1000, 995, 10, -1, 0, 1 FROM generate_series(0, {last}, 50) v",
         last = volumes - 1,
     );
     connection.execute(sqlx::AssertSqlSafe(quota)).await.unwrap();
+    let started = Instant::now();
+    rebuild_indexes(&mut connection, deferred).await;
+    println!("  indexes rebuilt in {:.1} s", started.elapsed().as_secs_f64());
+    connection.execute("ANALYZE").await.unwrap();
+    connection.close().await.unwrap();
+}
+
+/// Row counts and on-disk size of the data set.
+async fn describe_data_set(url: &str) {
+    let mut connection = sqlx::PgConnection::connect(url).await.unwrap();
+    connection.execute("SET search_path TO audit").await.unwrap();
+    for table in [
+        "snapshot_records",
+        "snapshot_quota_blocks",
+        "inventory_volumes",
+        "inventory_enrollments",
+        "inventory_snapshots",
+    ] {
+        let (rows, bytes): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*), pg_total_relation_size('{table}') FROM {table}"
+        )))
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+        println!("  {table:<24} {rows:>11} rows  {:>8.1} MiB with indexes", bytes as f64 / 1_048_576.0);
+    }
+    connection.close().await.unwrap();
+}
+
+/// The plans (with actual times) of the queries a judgement runs, and the indexes they use.
+async fn explain_queries(url: &str, oldest_slot: &str) {
+    let mut connection = sqlx::PgConnection::connect(url).await.unwrap();
+    connection.execute("SET search_path TO audit").await.unwrap();
+    let high_water =
+        sqlx::query_scalar::<_, i64>("SELECT COALESCE(MAX(seq), 0) - 1000 FROM snapshot_records")
+            .fetch_one(&mut connection)
+            .await
+            .unwrap();
+    let literal = |sql: &str, values: &[&str]| {
+        values
+            .iter()
+            .enumerate()
+            .rev()
+            .fold(sql.to_owned(), |sql, (i, v)| sql.replace(&format!("${}", i + 1), v))
+    };
+    let queries = [
+        ("records high water", literal(store::RECORDS_HIGH_WATER_SQL, &[])),
+        ("enrolled pairs", literal(store::ENROLLED_PAIRS_SQL, &[])),
+        ("snapshot stats", literal(store::SNAPSHOT_STATS_SQL, &["'snapkeeper'", "'p9_auto_snapshots'"])),
+        (
+            "attempts since the oldest judged slot",
+            literal(store::ATTEMPTS_SQL, &[&format!("'{oldest_slot}'")]),
+        ),
+        (
+            "records since the judgement that can change it",
+            literal(store::RELEVANT_SINCE_SQL, &[&high_water.to_string(), &format!("'{oldest_slot}'")]),
+        ),
+    ];
+    for (name, sql) in queries {
+        println!("  plan of {name}:");
+        let lines: Vec<String> =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("EXPLAIN (ANALYZE, COSTS OFF) {sql}")))
+                .fetch_all(&mut connection)
+                .await
+                .unwrap();
+        for line in lines {
+            println!("    {line}");
+        }
+    }
     connection.close().await.unwrap();
 }
 
@@ -209,16 +338,58 @@ async fn time_calls(
 
 fn report(name: &str, times: &[Duration], response: &pb::GetComplianceResponse) {
     let s = response.summary.unwrap_or_default();
+    let ms = |p: f64| percentile(times, p).as_secs_f64() * 1e3;
     println!(
-        "{name:<28} p50 {:>8.1} ms  p95 {:>8.1} ms  (n={}, rows matching {}, compliant {}, missing {}, quota_blocked {})",
-        percentile(times, 0.5).as_secs_f64() * 1e3,
-        percentile(times, 0.95).as_secs_f64() * 1e3,
+        "{name:<30} p50 {:>7.1} ms  p95 {:>7.1} ms  p99 {:>7.1} ms  (n={}, rows matching {}, compliant {}, missing {}, quota_blocked {})",
+        ms(0.5),
+        ms(0.95),
+        ms(0.99),
         times.len(),
         response.total_count,
         s.compliant,
         s.noncompliant,
         s.quota_blocked
     );
+}
+
+/// The database to use: a fresh one, or with AUDIT_BENCH_KEEP_DATABASE=1 one named after the
+/// sizes, kept afterwards. Returns its URL, whether it already holds the data set, and the test
+/// database to drop at the end.
+async fn database(volumes: usize, days: usize) -> Option<(String, bool, Option<TestPostgres>)> {
+    if std::env::var("AUDIT_BENCH_KEEP_DATABASE").is_ok_and(|v| v == "1") {
+        let admin_url = service_kit::testing::postgres_admin_url();
+        let name = format!("snapkeeper_bench_audit_{volumes}_{days}");
+        let Ok(mut admin) = sqlx::PgConnection::connect(&admin_url).await else {
+            println!("compliance bench skipped: no PostgreSQL");
+            return None;
+        };
+        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+        if !exists {
+            admin.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).await.unwrap();
+        }
+        let url = match admin_url.rsplit_once('/') {
+            Some((server, _)) => format!("{server}/{name}"),
+            None => unreachable!("the admin URL names a database"),
+        };
+        let mut connection = sqlx::PgConnection::connect(&url).await.unwrap();
+        let migrated: bool =
+            sqlx::query_scalar("SELECT to_regclass('audit.snapshot_quota_blocks') IS NOT NULL")
+                .fetch_one(&mut connection)
+                .await
+                .unwrap();
+        let loaded = migrated
+            && sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM audit.snapshot_quota_blocks)")
+                .fetch_one(&mut connection)
+                .await
+                .unwrap();
+        return Some((url, loaded, None));
+    }
+    let pg = TestPostgres::create().await?;
+    Some((pg.url().to_owned(), false, Some(pg)))
 }
 
 #[tokio::main]
@@ -230,12 +401,12 @@ async fn main() {
     let volumes = env("AUDIT_BENCH_VOLUMES", 2000);
     let record_days = env("AUDIT_BENCH_RECORD_DAYS", 365);
     let iterations = env("AUDIT_BENCH_ITERATIONS", 50);
-    let Some(pg) = TestPostgres::create().await else {
+    let Some((url, loaded, pg)) = database(volumes, record_days).await else {
         println!("compliance bench skipped: no PostgreSQL");
         return;
     };
     let now: DateTime<Utc> = NOW.parse().unwrap();
-    let database = Database::connect(pg.url(), SCHEMA, 8).await.unwrap();
+    let database = Database::connect(&url, SCHEMA, 8).await.unwrap();
     database.migrate(MIGRATIONS).await.unwrap();
     let store = Store::open(database).await.unwrap();
     let clock = ManualClock::new(now);
@@ -262,18 +433,24 @@ async fn main() {
         .max_decoding_message_size(64 << 20);
 
     println!("volumes {volumes} x 3 policies, {record_days} days of records, {iterations} iterations");
-    let started = Instant::now();
-    let messages = inventory(volumes, now);
-    let synced = client.sync_inventory(futures::stream::iter(messages)).await.unwrap().into_inner();
-    println!(
-        "SyncInventory applied {} volumes, {} snapshots in {:.1} s",
-        synced.volumes_added,
-        synced.received.unwrap().snapshot_count,
-        started.elapsed().as_secs_f64()
-    );
-    let started = Instant::now();
-    generate_records(pg.url(), volumes, record_days).await;
-    println!("generated records in {:.1} s", started.elapsed().as_secs_f64());
+    if loaded {
+        println!("reusing the data set of the kept database");
+    } else {
+        let started = Instant::now();
+        let messages = inventory(volumes, now);
+        let synced = client.sync_inventory(futures::stream::iter(messages)).await.unwrap().into_inner();
+        println!(
+            "SyncInventory applied {} volumes, {} snapshots in {:.1} s",
+            synced.volumes_added,
+            synced.received.unwrap().snapshot_count,
+            started.elapsed().as_secs_f64()
+        );
+        let started = Instant::now();
+        generate_records(&url, volumes, record_days).await;
+        println!("generated records in {:.1} s", started.elapsed().as_secs_f64());
+    }
+    println!("data set:");
+    describe_data_set(&url).await;
 
     let whole = pb::GetComplianceRequest { include_rollups: true, ..Default::default() };
     let project = pb::GetComplianceRequest {
@@ -317,7 +494,18 @@ async fn main() {
     }
     rejudge.sort();
     report("one project, after append", &rejudge, &response);
+    // A new sync of the same view: the first call after it reloads the inventory facts.
+    let messages = inventory(volumes, now);
+    let started = Instant::now();
+    client.sync_inventory(futures::stream::iter(messages)).await.unwrap();
+    println!("SyncInventory again in {:.1} s", started.elapsed().as_secs_f64());
+    let (times, response) = time_calls(&mut client, &whole, 1).await;
+    report("whole cloud, first after sync", &times, &response);
+    println!("queries of a judgement (oldest judged slot 2026-11-01, the monthly policy's):");
+    explain_queries(&url, "2026-11-01T00:00:00.000000Z").await;
     let _ = tx.send(());
     let _ = server.await;
-    pg.drop_database().await;
+    if let Some(pg) = pg {
+        pg.drop_database().await;
+    }
 }

@@ -131,7 +131,8 @@ fn check_payload(field: &str, kind: EventKind, event: &pb::Event) -> Result<(), 
         };
         return Err(AuditError::invalid(at("run_detail"), format!("{} needs {expected}", kind_name(kind))));
     }
-    let needs_volume = !is_run_kind(kind) && kind != EventKind::RoleGranted;
+    let needs_volume =
+        !is_run_kind(kind) && !matches!(kind, EventKind::RoleGranted | EventKind::QuotaForecastRisk);
     if needs_volume && event.volume_id.is_empty() {
         return Err(AuditError::invalid(at("volume_id"), format!("required for {}", kind_name(kind))));
     }
@@ -147,6 +148,12 @@ fn check_payload(field: &str, kind: EventKind, event: &pb::Event) -> Result<(), 
             Some(_) => Err(AuditError::invalid(at("quota.reason"), "required for snapshot_quota_blocked")),
             None => Err(AuditError::invalid(at("quota"), "required for snapshot_quota_blocked")),
         },
+        EventKind::QuotaForecastRisk if event.project_id.is_empty() => {
+            Err(AuditError::invalid(at("project_id"), "required for quota_forecast_risk"))
+        }
+        EventKind::QuotaForecastRisk if event.quota.is_none() => {
+            Err(AuditError::invalid(at("quota"), "required for quota_forecast_risk"))
+        }
         EventKind::SnapshotDryRun if event.dry_run_action == 0 => {
             Err(AuditError::invalid(at("dry_run_action"), "required for snapshot_dry_run"))
         }
@@ -231,6 +238,18 @@ mod tests {
         );
         assert_eq!(field_of(validate("events[0]", &event(EventKind::RunStarted))), "events[0].run_detail");
         assert_eq!(field_of(validate("events[0]", &event(EventKind::RoleGranted))), "events[0].project_id");
+        let mut risk = event(EventKind::QuotaForecastRisk);
+        risk.volume_id.clear();
+        assert_eq!(field_of(validate("events[0]", &risk)), "events[0].project_id");
+        risk.project_id = "p-1".to_owned();
+        assert_eq!(field_of(validate("events[0]", &risk)), "events[0].quota");
+        risk.quota = Some(pb::QuotaFigures {
+            quota_limit_gb: 100,
+            quota_used_gb: 90,
+            quota_needed_gb: 20,
+            ..Default::default()
+        });
+        assert_eq!(validate("events[0]", &risk).unwrap().kind, EventKind::QuotaForecastRisk);
         let mut e = event(EventKind::SnapshotCreated);
         e.volume_id.clear();
         assert_eq!(field_of(validate("events[0]", &e)), "events[0].volume_id");

@@ -248,9 +248,10 @@ impl AuditApi {
             order,
             descending: request.descending,
         };
-        let judgement = self.report.judge(days).await?;
+        let indexed = self.report.judge_indexed(days).await?;
+        let judgement = &indexed.judgement;
         let evaluated_at = self.report.now();
-        let selection = query.select(&judgement, request.include_rollups);
+        let selection = query.select_indexed(&indexed, request.include_rollups);
         let total = selection.rows.len();
         let rows: Vec<pb::ComplianceRow> =
             selection.rows.iter().skip(offset).take(limit).map(|r| row_out(r)).collect();
@@ -551,6 +552,12 @@ impl AuditService for AuditApi {
         }
         let inventory = assembly.finish()?;
         let result = self.store.apply_sync(&inventory, self.report.now()).await?;
+        let report = Arc::clone(&self.report);
+        tokio::spawn(async move {
+            if let Err(err) = report.after_sync().await {
+                tracing::warn!(error = %err, "judging the synced inventory failed");
+            }
+        });
         tracing::info!(
             sync_id = %inventory.header.sync_id,
             region = %inventory.header.region,

@@ -6,7 +6,9 @@
 //! facts), [`compliance`] (the judgement and its counts) and [`paging`] (page tokens), and the
 //! edges [`store`] (SQL over SQLite or PostgreSQL; audit writes under the
 //! `snapkeeper_audit_writer` role), [`directory`] (policy catalog and exclusions from policy-svc,
-//! cached) and [`report`] (compliance over the stored facts, cached until they change).
+//! cached) and [`report`] (compliance over the stored facts, cached until they change);
+//! [`metrics`] publishes the judgement as Prometheus series; [`webhooks`] signs and delivers
+//! notifications (failed or partial runs, compliance below a threshold, quota forecast risk).
 //! [`config`] holds the binary's settings; migrations live in `migrations/{sqlite,postgres}`.
 
 pub mod compliance;
@@ -15,9 +17,11 @@ pub mod directory;
 pub mod events;
 pub mod grpc;
 pub mod inventory;
+pub mod metrics;
 pub mod paging;
 pub mod report;
 pub mod store;
+pub mod webhooks;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -112,19 +116,38 @@ pub async fn serve(
     let url = config.database.url_for(SCHEMA);
     let database = Database::connect(&url, SCHEMA, config.database.max_connections).await?;
     database.migrate(MIGRATIONS).await?;
-    let store = store::Store::open(database).await?;
+    let webhook_settings = config.webhooks.settings()?.map(Arc::new);
+    let mut store = store::Store::open(database).await?;
+    if let Some(settings) = &webhook_settings {
+        store = store.with_webhook_urls(&settings.urls);
+    }
     let channel = connect_lazy(&config.policy_url, &config.security, Timeouts::default())?;
     let source = Arc::new(directory::GrpcPolicySource::new(channel));
     let directory =
         directory::CachedDirectory::new(source, Duration::from_secs(config.policy_cache_ttl_secs));
-    let report = Arc::new(report::ComplianceReport::new(store.clone(), directory, Arc::new(SystemClock)));
+    let mut report = report::ComplianceReport::new(store.clone(), directory, Arc::new(SystemClock));
+    let mut sender = None;
+    if let Some(settings) = webhook_settings {
+        let wake = Arc::new(tokio::sync::Notify::new());
+        report = report.with_alerts(Arc::clone(&settings), Arc::clone(&wake));
+        sender = Some(tokio::spawn(webhooks::deliver(store.clone(), settings, wake)));
+    }
+    let report = Arc::new(report);
     let daily = tokio::spawn(report::record_daily(Arc::clone(&report), ROLLUP_CHECK_INTERVAL));
+    let gauges = tokio::spawn(metrics::track(
+        Arc::clone(&report),
+        Duration::from_secs(config.compliance_metrics_interval_secs),
+    ));
     let result = GrpcServer::new(config.security)
         .add_service(AuditServiceServer::new(grpc::AuditApi::new(store, report)))
         .with_descriptor_set(snapkeeper_proto::FILE_DESCRIPTOR_SET)
         .serve(listener, shutdown)
         .await;
     daily.abort();
+    if let Some(sender) = sender {
+        sender.abort();
+    }
+    gauges.abort();
     result?;
     Ok(())
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use service_kit::clock::Clock;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Notify};
 
 use crate::AuditError;
 use crate::compliance::{
@@ -18,6 +18,7 @@ use crate::compliance::{
 };
 use crate::directory::CachedDirectory;
 use crate::store::{RollupRow, Store};
+use crate::webhooks::{self, WebhookSettings};
 
 /// The seed's window in days for policies without a known schedule.
 pub const DEFAULT_DAYS: u32 = 2;
@@ -95,13 +96,72 @@ pub struct Judgement {
     pub synced_at: Option<DateTime<Utc>>,
 }
 
-/// What a cached judgement depended on.
+/// Counts over a set of judged rows, with roll-ups.
+#[derive(Debug, Clone, Default)]
+pub struct Tallies {
+    /// Counts.
+    pub summary: Summary,
+    /// Distinct policies among the rows.
+    pub policies: usize,
+    /// Counts per domain id.
+    pub by_domain: BTreeMap<String, Group>,
+    /// Counts per project id.
+    pub by_project: BTreeMap<String, Group>,
+    /// Counts per policy.
+    pub by_policy: BTreeMap<String, Group>,
+}
+
+/// A judgement with what most listings need worked out once: the counts over every row and,
+/// per project, the positions of its rows.
+#[derive(Debug, Default)]
+pub struct IndexedJudgement {
+    /// The judgement.
+    pub judgement: Arc<Judgement>,
+    /// Counts and roll-ups over every row.
+    pub overall: Tallies,
+    /// Row positions per project id, in the judgement's order.
+    pub project_rows: HashMap<String, Vec<usize>>,
+}
+
+impl IndexedJudgement {
+    /// Counts `judgement` once and indexes its rows by project.
+    pub fn new(judgement: Arc<Judgement>) -> Self {
+        let mut overall = Tallies::default();
+        let mut policies: HashSet<&str> = HashSet::new();
+        let mut project_rows: HashMap<String, Vec<usize>> = HashMap::new();
+        for (position, row) in judgement.rows.iter().enumerate() {
+            let (v, status) = (&row.volume, row.verdict.status);
+            overall.summary.add(status);
+            policies.insert(&row.policy);
+            tally(&mut overall.by_domain, &v.domain_id, &v.domain_name, status);
+            tally(&mut overall.by_project, &v.project_id, &v.project_name, status);
+            tally(&mut overall.by_policy, &row.policy, &row.policy, status);
+            match project_rows.get_mut(v.project_id.as_str()) {
+                Some(positions) => positions.push(position),
+                None => {
+                    project_rows.insert(v.project_id.clone(), vec![position]);
+                }
+            }
+        }
+        overall.policies = policies.len();
+        Self { judgement, overall, project_rows }
+    }
+}
+
+/// What a cached judgement depended on, beside the records.
 #[derive(Debug, PartialEq)]
 struct JudgementKey {
     inventory: String,
-    records: i64,
     directory: u64,
     windows: Vec<Window>,
+}
+
+/// The cached judgement, its inputs, and the newest record it has accounted for.
+#[derive(Debug)]
+struct CachedJudgement {
+    key: JudgementKey,
+    records: i64,
+    indexed: Arc<IndexedJudgement>,
 }
 
 /// Compliance with its caches.
@@ -111,13 +171,75 @@ pub struct ComplianceReport {
     directory: CachedDirectory,
     clock: Arc<dyn Clock>,
     facts: Mutex<Option<Arc<Facts>>>,
-    judged: Mutex<Option<(JudgementKey, Arc<Judgement>)>>,
+    judged: Mutex<Option<CachedJudgement>>,
+    alerts: Option<Alerts>,
+}
+
+/// Compliance alerts: the settings and the sender to wake when a notification is stored.
+#[derive(Debug)]
+struct Alerts {
+    settings: Arc<WebhookSettings>,
+    wake: Arc<Notify>,
+    // Checks run one at a time, so one crossing is stored once.
+    checking: Mutex<()>,
 }
 
 impl ComplianceReport {
     /// A report over `store`, judging with policies from `directory` at the times `clock` gives.
     pub fn new(store: Store, directory: CachedDirectory, clock: Arc<dyn Clock>) -> Self {
-        Self { store, directory, clock, facts: Mutex::new(None), judged: Mutex::new(None) }
+        Self { store, directory, clock, facts: Mutex::new(None), judged: Mutex::new(None), alerts: None }
+    }
+
+    /// The report, storing a webhook notification whenever compliance (overall or of a policy)
+    /// falls below `settings.threshold`; `wake` is notified when one is stored.
+    #[must_use]
+    pub fn with_alerts(mut self, settings: Arc<WebhookSettings>, wake: Arc<Notify>) -> Self {
+        self.alerts = Some(Alerts { settings, wake, checking: Mutex::new(()) });
+        self
+    }
+
+    /// After an inventory sync: judges the new view (so the next listing finds it ready) and
+    /// checks it against the alert threshold.
+    pub async fn after_sync(&self) -> Result<(), AuditError> {
+        let judgement = self.judge(DEFAULT_DAYS).await?;
+        self.check_alerts(&judgement).await
+    }
+
+    /// Compares the overall and per-policy ratios of `judgement` with the alert threshold and
+    /// stores the crossings, with a notification for each scope that fell below it.
+    async fn check_alerts(&self, judgement: &Judgement) -> Result<(), AuditError> {
+        let Some(alerts) = &self.alerts else { return Ok(()) };
+        if judgement.synced_at.is_none() {
+            return Ok(());
+        }
+        let mut summaries: BTreeMap<String, Summary> = BTreeMap::new();
+        for row in &judgement.rows {
+            summaries.entry(webhooks::OVERALL.to_owned()).or_default().add(row.verdict.status);
+            summaries.entry(format!("policy:{}", row.policy)).or_default().add(row.verdict.status);
+        }
+        let ratios: BTreeMap<String, f64> =
+            summaries.iter().map(|(scope, summary)| (scope.clone(), webhooks::ratio(summary))).collect();
+        let _checking = alerts.checking.lock().await;
+        let previous = self.store.alert_states().await?;
+        let threshold = alerts.settings.threshold;
+        let crossed = webhooks::crossings(&previous, &ratios, threshold);
+        if crossed.is_empty() {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        for crossing in &crossed {
+            tracing::info!(scope = %crossing.scope, ratio = crossing.ratio, threshold, below = crossing.below, "compliance crossed the alert threshold");
+        }
+        let cause = uuid::Uuid::now_v7().to_string();
+        let deliveries = webhooks::compliance_notification(&crossed, threshold, &summaries, now, &cause)
+            .map(|n| webhooks::delivery_rows(&n, &alerts.settings.urls, now))
+            .unwrap_or_default();
+        let notify = !deliveries.is_empty();
+        self.store.append_crossings(&crossed, threshold, now, deliveries).await?;
+        if notify {
+            alerts.wake.notify_one();
+        }
+        Ok(())
     }
 
     /// The clock judgements use.
@@ -176,8 +298,15 @@ impl ComplianceReport {
 
     /// Judges every enrolled pair now; `days` is the window of policies without a schedule.
     pub async fn judge(&self, days: u32) -> Result<Arc<Judgement>, AuditError> {
+        Ok(Arc::clone(&self.judge_indexed(days).await?.judgement))
+    }
+
+    /// [`Self::judge`], with the counts and project index listings use. A judgement is reused
+    /// while the inventory, the directory and the judged slots stay the same and no record
+    /// appended since can change a verdict (see [`Store::changes_judgement`]).
+    pub async fn judge_indexed(&self, days: u32) -> Result<Arc<IndexedJudgement>, AuditError> {
         let Some((version, synced_at)) = self.store.inventory_version().await? else {
-            return Ok(Arc::new(Judgement::default()));
+            return Ok(Arc::new(IndexedJudgement::default()));
         };
         let (directory, generation) = self.directory.get().await?;
         let facts = self.facts(version.clone(), synced_at).await?;
@@ -189,17 +318,25 @@ impl ComplianceReport {
             .collect();
         let key = JudgementKey {
             inventory: version,
-            records: self.store.records_high_water().await?,
             directory: generation,
             windows: windows.values().map(|w| (**w).clone()).collect(),
         };
-        let mut cached = self.judged.lock().await;
-        if let Some((cached_key, judgement)) = cached.as_ref()
-            && *cached_key == key
-        {
-            return Ok(Arc::clone(judgement));
-        }
+        let records = self.store.records_high_water().await?;
         let oldest_slot = windows.values().filter_map(|w| w.judged_slot).min();
+        let mut cached = self.judged.lock().await;
+        if let Some(entry) = cached.as_mut()
+            && entry.key == key
+        {
+            let unchanged = entry.records == records
+                || match oldest_slot {
+                    Some(since) => !self.store.changes_judgement(entry.records, since).await?,
+                    None => true,
+                };
+            if unchanged {
+                entry.records = records;
+                return Ok(Arc::clone(&entry.indexed));
+            }
+        }
         let attempts = match oldest_slot {
             Some(since) => self.store.attempts_since(since).await?,
             None => HashMap::default(),
@@ -240,8 +377,9 @@ impl ComplianceReport {
             ))
         });
         let judgement = Arc::new(Judgement { rows, synced_at: Some(facts.synced_at) });
-        *cached = Some((key, Arc::clone(&judgement)));
-        Ok(judgement)
+        let indexed = Arc::new(IndexedJudgement::new(judgement));
+        *cached = Some(CachedJudgement { key, records, indexed: Arc::clone(&indexed) });
+        Ok(indexed)
     }
 
     /// Judges now and appends the roll-up per (domain, project, policy) to the daily history.
@@ -277,6 +415,7 @@ impl ComplianceReport {
         }
         let rows: Vec<RollupRow> = groups.into_values().collect();
         self.store.append_rollup(&rows).await?;
+        self.check_alerts(&judgement).await?;
         Ok((day, rows, overall, recorded_at))
     }
 
@@ -379,11 +518,56 @@ impl ComplianceQuery {
             }
     }
 
+    /// Whether the query keeps every row.
+    fn keeps_all(&self) -> bool {
+        self.tenant_id.is_none()
+            && self.project_id.is_none()
+            && self.policy.is_none()
+            && self.statuses.is_empty()
+            && self.volume_id.is_none()
+            && self.good_from.is_none()
+            && self.good_to.is_none()
+            && self.region.is_none()
+    }
+
+    /// [`Self::select`] over an indexed judgement: a query that keeps every row takes the
+    /// precomputed counts, and a project's query reads only that project's rows.
+    pub fn select_indexed<'a>(&self, indexed: &'a IndexedJudgement, rollups: bool) -> Selection<'a> {
+        let judgement = indexed.judgement.as_ref();
+        if self.keeps_all() {
+            let overall = &indexed.overall;
+            let mut selection = Selection {
+                rows: judgement.rows.iter().collect(),
+                summary: overall.summary,
+                policies: overall.policies,
+                ..Selection::default()
+            };
+            if rollups {
+                selection.by_domain.clone_from(&overall.by_domain);
+                selection.by_project.clone_from(&overall.by_project);
+                selection.by_policy.clone_from(&overall.by_policy);
+            }
+            self.order(&mut selection);
+            return selection;
+        }
+        match &self.project_id {
+            Some(project) => {
+                let positions = indexed.project_rows.get(project).map_or(&[][..], Vec::as_slice);
+                self.select_from(positions.iter().map(|&p| &judgement.rows[p]), rollups)
+            }
+            None => self.select_from(judgement.rows.iter(), rollups),
+        }
+    }
+
     /// Selects, orders and counts the rows of `judgement`; roll-ups only when asked.
     pub fn select<'a>(&self, judgement: &'a Judgement, rollups: bool) -> Selection<'a> {
+        self.select_from(judgement.rows.iter(), rollups)
+    }
+
+    fn select_from<'a>(&self, rows: impl Iterator<Item = &'a JudgedRow>, rollups: bool) -> Selection<'a> {
         let mut selection = Selection::default();
         let mut policies: HashSet<&str> = HashSet::new();
-        for row in judgement.rows.iter().filter(|row| self.matches(row)) {
+        for row in rows.filter(|row| self.matches(row)) {
             let status = row.verdict.status;
             selection.summary.add(status);
             policies.insert(&row.policy);
@@ -396,6 +580,11 @@ impl ComplianceQuery {
             selection.rows.push(row);
         }
         selection.policies = policies.len();
+        self.order(&mut selection);
+        selection
+    }
+
+    fn order(&self, selection: &mut Selection<'_>) {
         let name = |row: &JudgedRow| {
             if row.volume.name.is_empty() { row.volume.id.clone() } else { row.volume.name.clone() }
         };
@@ -415,6 +604,5 @@ impl ComplianceQuery {
         if self.descending {
             selection.rows.reverse();
         }
-        selection
     }
 }

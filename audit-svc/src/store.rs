@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use service_kit::db::{Backend, Database};
@@ -21,15 +22,64 @@ use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::{Any, AnyPool, AssertSqlSafe, Row, Transaction};
 
 use crate::AuditError;
-use crate::compliance::{self, Attempt, Outcome, SnapshotFact, SnapshotStats};
+use crate::compliance::{self, Attempt, Outcome, SnapshotStats};
 use crate::events::{ValidEvent, is_run_kind, kind_name, kind_of, proto_name, stored_name};
 use crate::inventory::{Inventory, enrollments, snapshot_meta};
+use crate::webhooks::{self, AttemptResult, Crossing, NewDelivery};
 
 /// The role audit writes run as on PostgreSQL.
 pub const WRITER_ROLE: &str = "snapkeeper_audit_writer";
 
 /// Rows per multi-row INSERT: stays below SQLite's 32766 bound parameters at 32 columns.
 const ROWS_PER_INSERT: usize = 500;
+
+/// The newest record id.
+pub const RECORDS_HIGH_WATER_SQL: &str = "SELECT MAX(seq) AS seq FROM snapshot_records";
+
+/// Every enrolled pair with its volume, project, domain and server names.
+pub const ENROLLED_PAIRS_SQL: &str = "SELECT e.region, e.volume_id, e.policy_name, e.retention_count, \
+     e.enrolled_at, v.name AS volume_name, v.volume_type, v.project_id, p.name AS project_name, p.domain_id, \
+     d.name AS domain_name, v.vm_id, s.name AS vm_name \
+     FROM inventory_enrollments e \
+     JOIN inventory_volumes v ON v.region = e.region AND v.id = e.volume_id \
+     LEFT JOIN inventory_projects p ON p.region = v.region AND p.id = v.project_id \
+     LEFT JOIN inventory_domains d ON d.region = p.region AND d.id = p.domain_id \
+     LEFT JOIN inventory_servers s ON s.region = v.region AND s.id = v.vm_id";
+
+/// Per (region, volume, policy), what its snapshots of ours add up to (as
+/// [`SnapshotStats::add`] would count them), aggregated in the database: times are fixed-width
+/// text, so MAX is the newest. $1, $2: the `created_by` values that are ours.
+pub const SNAPSHOT_STATS_SQL: &str = "SELECT region, volume_id, policy_name, \
+     SUM(CASE WHEN status = 'available' THEN 1 ELSE 0 END) AS available, \
+     MAX(created_at) AS last_any, \
+     MAX(CASE WHEN status = 'available' THEN created_at END) AS last_good, \
+     MAX(CASE WHEN status = 'available' THEN COALESCE(NULLIF(slot, ''), created_at) END) AS good_for, \
+     MAX(CASE WHEN status = 'error' THEN COALESCE(NULLIF(slot, ''), created_at) END) AS error_for, \
+     MAX(CASE WHEN status NOT IN ('available', 'error') THEN COALESCE(NULLIF(slot, ''), created_at) END) \
+     AS unsettled_for \
+     FROM inventory_snapshots WHERE created_by IN ($1, $2) GROUP BY region, volume_id, policy_name";
+
+/// Attempts since $1 of the pairs with a quota block since then, in append order. Starts from the
+/// small quota table, then reads each pair's records through `snapshot_records_volume_policy`.
+pub const ATTEMPTS_SQL: &str = "SELECT r.volume_id, r.policy_name, r.kind, r.occurred_at, r.slot, \
+     q.block_reason, q.quota_limit_gb, q.quota_used_gb, q.quota_needed_gb, q.snapshot_quota_limit, \
+     q.snapshot_quota_used \
+     FROM (SELECT DISTINCT volume_id, policy_name FROM snapshot_quota_blocks \
+           WHERE occurred_at >= $1 AND volume_id <> '') b \
+     JOIN snapshot_records r ON r.volume_id = b.volume_id AND r.policy_name = b.policy_name \
+          AND r.occurred_at >= $1 \
+     LEFT JOIN snapshot_quota_blocks q ON q.event_id = r.event_id \
+     WHERE r.dry_run = 0 \
+     AND r.kind IN ('snapshot_created', 'snapshot_failed', 'snapshot_skipped', 'snapshot_quota_blocked') \
+     ORDER BY r.seq";
+
+/// One record after seq $1 that is an attempt of a pair with a quota block since $2, if any.
+pub const RELEVANT_SINCE_SQL: &str = "SELECT r.seq FROM snapshot_records r \
+     WHERE r.seq > $1 AND r.dry_run = 0 \
+     AND r.kind IN ('snapshot_created', 'snapshot_failed', 'snapshot_skipped', 'snapshot_quota_blocked') \
+     AND EXISTS (SELECT 1 FROM snapshot_quota_blocks b WHERE b.volume_id = r.volume_id \
+          AND b.policy_name = r.policy_name AND b.occurred_at >= $2) \
+     LIMIT 1";
 
 /// Formats a time the way every time column stores it: fixed width, so text order is time order.
 pub fn ts(t: DateTime<Utc>) -> String {
@@ -548,7 +598,7 @@ fn run_detail(kind: EventKind, payload: &[u8]) -> Result<Option<RunDetail>, Audi
 
 fn record_of(row: &AnyRow) -> Result<pb::Record, AuditError> {
     let kind = kind_of(&text(row, "kind")?);
-    let quota = if kind == EventKind::SnapshotQuotaBlocked {
+    let quota = if matches!(kind, EventKind::SnapshotQuotaBlocked | EventKind::QuotaForecastRisk) {
         Some(pb::QuotaFigures {
             reason: enum_value(
                 &text(row, "block_reason")?,
@@ -623,6 +673,55 @@ fn record_of(row: &AnyRow) -> Result<pb::Record, AuditError> {
 pub struct Store {
     database: Database,
     writer_role: bool,
+    webhook_urls: Arc<[String]>,
+}
+
+/// A delivery with no final attempt yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingDelivery {
+    /// Its id.
+    pub delivery_id: String,
+    /// Receiver.
+    pub url: String,
+    /// Notification type.
+    pub kind: String,
+    /// JSON body.
+    pub body: String,
+    /// Attempts so far.
+    pub attempts: u32,
+}
+
+const DELIVERY_COLUMNS: [&str; 6] = ["delivery_id", "url", "source", "kind", "body", "created_at"];
+
+fn delivery_values(rows: Vec<NewDelivery>) -> Vec<Vec<Value>> {
+    rows.into_iter()
+        .map(|d| {
+            vec![
+                d.delivery_id.into(),
+                d.url.into(),
+                d.source.into(),
+                d.kind.into(),
+                d.body.into(),
+                d.created_at.into(),
+            ]
+        })
+        .collect()
+}
+
+/// Inserts deliveries, skipping a (url, source) already stored: a cause notifies once.
+async fn insert_deliveries(
+    tx: &mut Transaction<'static, Any>,
+    rows: Vec<NewDelivery>,
+) -> Result<(), AuditError> {
+    for row in delivery_values(rows) {
+        let sql = format!(
+            "INSERT INTO webhook_deliveries ({}) VALUES {} ON CONFLICT (url, source) DO NOTHING",
+            DELIVERY_COLUMNS.join(", "),
+            placeholders(1, DELIVERY_COLUMNS.len())
+        );
+        bind_all(sqlx::query(AssertSqlSafe(sql)), row).execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 impl Store {
@@ -648,7 +747,125 @@ impl Store {
                 member
             }
         };
-        Ok(Self { database, writer_role })
+        Ok(Self { database, writer_role, webhook_urls: Arc::from(Vec::new()) })
+    }
+
+    /// The store, notifying `urls` of the events that call for a webhook: each notification is
+    /// stored with the event that causes it, in one transaction.
+    #[must_use]
+    pub fn with_webhook_urls(mut self, urls: &[String]) -> Self {
+        self.webhook_urls = Arc::from(urls);
+        self
+    }
+
+    /// Deliveries without a final attempt whose next attempt is due at `now`, oldest first.
+    pub async fn pending_deliveries(&self, now: DateTime<Utc>) -> Result<Vec<PendingDelivery>, AuditError> {
+        let rows = sqlx::query(
+            "SELECT d.delivery_id, d.url, d.kind, d.body, \
+             (SELECT COUNT(*) FROM webhook_attempts a WHERE a.delivery_id = d.delivery_id) AS attempts, \
+             (SELECT MAX(a.next_attempt_at) FROM webhook_attempts a WHERE a.delivery_id = d.delivery_id) AS next_at \
+             FROM webhook_deliveries d \
+             WHERE NOT EXISTS (SELECT 1 FROM webhook_attempts a WHERE a.delivery_id = d.delivery_id \
+                               AND a.outcome <> 'retry') \
+             ORDER BY d.seq LIMIT 100",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        let now = ts(now);
+        let mut due = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if text(row, "next_at")?.as_str() > now.as_str() {
+                continue;
+            }
+            due.push(PendingDelivery {
+                delivery_id: text(row, "delivery_id")?,
+                url: text(row, "url")?,
+                kind: text(row, "kind")?,
+                body: text(row, "body")?,
+                attempts: u32::try_from(int(row, "attempts")?).unwrap_or(u32::MAX),
+            });
+        }
+        Ok(due)
+    }
+
+    /// Appends one attempt of a delivery: `outcome` is delivered, retry (with `next`) or gave_up.
+    pub async fn append_attempt(
+        &self,
+        delivery_id: &str,
+        at: DateTime<Utc>,
+        result: &AttemptResult,
+        outcome: &str,
+        next: Option<DateTime<Utc>>,
+    ) -> Result<(), AuditError> {
+        let mut tx = self.begin_audit_write().await?;
+        let row = vec![
+            delivery_id.into(),
+            ts(at).into(),
+            i64::from(result.status_code).into(),
+            result.error.as_str().into(),
+            outcome.into(),
+            next.into(),
+        ];
+        insert_rows(
+            &mut tx,
+            "webhook_attempts",
+            &["delivery_id", "attempted_at", "status_code", "error", "outcome", "next_attempt_at"],
+            vec![row],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every attempt's (delivery id, status code, error, outcome), in order.
+    pub async fn delivery_attempts(&self) -> Result<Vec<(String, i64, String, String)>, AuditError> {
+        let rows =
+            sqlx::query("SELECT delivery_id, status_code, error, outcome FROM webhook_attempts ORDER BY seq")
+                .fetch_all(self.pool())
+                .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((text(r, "delivery_id")?, int(r, "status_code")?, text(r, "error")?, text(r, "outcome")?))
+            })
+            .collect()
+    }
+
+    /// Whether each compliance alert scope is below the threshold now, by its latest row.
+    pub async fn alert_states(&self) -> Result<BTreeMap<String, bool>, AuditError> {
+        let rows = sqlx::query(
+            "SELECT a.scope, a.below FROM compliance_alerts a \
+             WHERE a.seq = (SELECT MAX(b.seq) FROM compliance_alerts b WHERE b.scope = a.scope)",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(|r| Ok((text(r, "scope")?, int(r, "below")? != 0))).collect()
+    }
+
+    /// Appends the crossings (as of `at`, against `threshold`) and the deliveries they cause,
+    /// in one transaction.
+    pub async fn append_crossings(
+        &self,
+        crossings: &[Crossing],
+        threshold: f64,
+        at: DateTime<Utc>,
+        deliveries: Vec<NewDelivery>,
+    ) -> Result<(), AuditError> {
+        let mut tx = self.begin_audit_write().await?;
+        for crossing in crossings {
+            sqlx::query(
+                "INSERT INTO compliance_alerts (scope, below, ratio, threshold, observed_at) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(crossing.scope.as_str())
+            .bind(i64::from(crossing.below))
+            .bind(crossing.ratio)
+            .bind(threshold)
+            .bind(ts(at))
+            .execute(&mut *tx)
+            .await?;
+        }
+        insert_deliveries(&mut tx, deliveries).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     fn pool(&self) -> &AnyPool {
@@ -657,8 +874,18 @@ impl Store {
 
     /// A transaction for audit writes: on PostgreSQL it runs as the writer role, which may only
     /// SELECT and INSERT the audit tables.
+    /// A transaction that will write. On SQLite it takes the write lock up front: a deferred
+    /// transaction that read first fails at once (busy, no waiting) when another connection wrote
+    /// meanwhile, which the background webhook sender makes likely.
+    async fn begin_write(&self) -> Result<Transaction<'static, Any>, AuditError> {
+        Ok(match self.database.backend() {
+            Backend::Sqlite => self.pool().begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool().begin().await?,
+        })
+    }
+
     async fn begin_audit_write(&self) -> Result<Transaction<'static, Any>, AuditError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         if self.writer_role {
             sqlx::query("SET LOCAL ROLE snapkeeper_audit_writer").execute(&mut *tx).await?;
         }
@@ -687,6 +914,7 @@ impl Store {
         let mut outcome = Appended::default();
         let mut quota_rows = Vec::new();
         let mut run_rows = Vec::new();
+        let mut deliveries = Vec::new();
         for valid in events {
             // Removing marks the id written, so a repeat later in the batch counts as a duplicate.
             if !inserted.remove(&valid.event.event_id) {
@@ -695,16 +923,22 @@ impl Store {
             }
             outcome.inserted += 1;
             if let Some(quota) = &valid.event.quota
-                && valid.kind == EventKind::SnapshotQuotaBlocked
+                && matches!(valid.kind, EventKind::SnapshotQuotaBlocked | EventKind::QuotaForecastRisk)
             {
                 quota_rows.push(quota_values(valid, quota));
             }
             if let Some(detail) = &valid.event.run_detail {
                 run_rows.push(run_values(valid, detail));
             }
+            if !self.webhook_urls.is_empty()
+                && let Some(notification) = webhooks::event_notification(valid)
+            {
+                deliveries.extend(webhooks::delivery_rows(&notification, &self.webhook_urls, recorded_at));
+            }
         }
         insert_rows(&mut tx, "snapshot_quota_blocks", &QUOTA_COLUMNS, quota_rows).await?;
         insert_rows(&mut tx, "run_summaries", &RUN_COLUMNS, run_rows).await?;
+        insert_deliveries(&mut tx, deliveries).await?;
         tx.commit().await?;
         Ok(outcome)
     }
@@ -770,8 +1004,17 @@ impl Store {
 
     /// The newest record id (0 when none): bounds an export and versions compliance caches.
     pub async fn records_high_water(&self) -> Result<i64, AuditError> {
-        let row = sqlx::query("SELECT MAX(seq) AS seq FROM snapshot_records").fetch_one(self.pool()).await?;
+        let row = sqlx::query(RECORDS_HIGH_WATER_SQL).fetch_one(self.pool()).await?;
         int(&row, "seq")
+    }
+
+    /// Whether a record appended after `after` can change a judgement whose oldest judged slot
+    /// is `since`: an attempt (not a dry run) of a pair with a quota block since then. Any other
+    /// record leaves every verdict as it was.
+    pub async fn changes_judgement(&self, after: i64, since: DateTime<Utc>) -> Result<bool, AuditError> {
+        let row =
+            sqlx::query(RELEVANT_SINCE_SQL).bind(after).bind(ts(since)).fetch_optional(self.pool()).await?;
+        Ok(row.is_some())
     }
 
     /// Runs matching `query`, newest first: the page at `offset`, and how many match in all.
@@ -934,7 +1177,7 @@ impl Store {
         let header = &inventory.header;
         let region = header.region.clone();
         let listed_at = ts(header.listed_at);
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         if let Some(mut response) = Self::earlier_sync(&mut tx, &header.sync_id).await? {
             response.applied = false;
             return Ok(SyncResult { applied: false, response });
@@ -1309,18 +1552,7 @@ impl Store {
 
     /// Every enrolled pair with its volume, project, domain and server names.
     pub async fn enrolled_pairs(&self) -> Result<Vec<PairRow>, AuditError> {
-        let rows = sqlx::query(
-            "SELECT e.region, e.volume_id, e.policy_name, e.retention_count, e.enrolled_at, v.name AS volume_name, \
-             v.volume_type, v.project_id, p.name AS project_name, p.domain_id, d.name AS domain_name, v.vm_id, \
-             s.name AS vm_name \
-             FROM inventory_enrollments e \
-             JOIN inventory_volumes v ON v.region = e.region AND v.id = e.volume_id \
-             LEFT JOIN inventory_projects p ON p.region = v.region AND p.id = v.project_id \
-             LEFT JOIN inventory_domains d ON d.region = p.region AND d.id = p.domain_id \
-             LEFT JOIN inventory_servers s ON s.region = v.region AND s.id = v.vm_id",
-        )
-        .fetch_all(self.pool())
-        .await?;
+        let rows = sqlx::query(ENROLLED_PAIRS_SQL).fetch_all(self.pool()).await?;
         rows.iter()
             .map(|row| {
                 Ok(PairRow {
@@ -1346,28 +1578,25 @@ impl Store {
     pub async fn snapshot_stats(
         &self,
     ) -> Result<HashMap<(String, String, String), SnapshotStats>, AuditError> {
-        let rows = sqlx::query(
-            "SELECT region, volume_id, policy_name, created_by, status, created_at, slot FROM inventory_snapshots \
-             WHERE created_by IN ($1, $2)",
-        )
-        .bind(compliance::CREATED_BY_SNAPKEEPER)
-        .bind(compliance::CREATED_BY_SEED)
-        .fetch_all(self.pool())
-        .await?;
-        let mut stats: HashMap<(String, String, String), SnapshotStats> = HashMap::new();
+        let rows = sqlx::query(SNAPSHOT_STATS_SQL)
+            .bind(compliance::CREATED_BY_SNAPKEEPER)
+            .bind(compliance::CREATED_BY_SEED)
+            .fetch_all(self.pool())
+            .await?;
+        let mut stats = HashMap::with_capacity(rows.len());
         for row in &rows {
-            let created_by = text(row, "created_by")?;
-            let status = text(row, "status")?;
-            let fact = SnapshotFact {
-                created_by: &created_by,
-                status: &status,
-                created_at: time(row, "created_at")?,
-                slot: opt_time(row, "slot")?,
-            };
-            stats
-                .entry((text(row, "region")?, text(row, "volume_id")?, text(row, "policy_name")?))
-                .or_default()
-                .add(&fact);
+            let key = (text(row, "region")?, text(row, "volume_id")?, text(row, "policy_name")?);
+            stats.insert(
+                key,
+                SnapshotStats {
+                    available: u32::try_from(int(row, "available")?).unwrap_or(u32::MAX),
+                    last_any: opt_time(row, "last_any")?,
+                    last_good: opt_time(row, "last_good")?,
+                    good_for: opt_time(row, "good_for")?,
+                    error_for: opt_time(row, "error_for")?,
+                    unsettled_for: opt_time(row, "unsettled_for")?,
+                },
+            );
         }
         Ok(stats)
     }
@@ -1378,19 +1607,7 @@ impl Store {
         &self,
         since: DateTime<Utc>,
     ) -> Result<HashMap<(String, String), Vec<Attempt>>, AuditError> {
-        let rows = sqlx::query(
-            "SELECT r.volume_id, r.policy_name, r.kind, r.occurred_at, r.slot, q.block_reason, q.quota_limit_gb, \
-             q.quota_used_gb, q.quota_needed_gb, q.snapshot_quota_limit, q.snapshot_quota_used \
-             FROM snapshot_records r LEFT JOIN snapshot_quota_blocks q ON q.event_id = r.event_id \
-             WHERE r.occurred_at >= $1 AND r.dry_run = 0 \
-             AND r.kind IN ('snapshot_created', 'snapshot_failed', 'snapshot_skipped', 'snapshot_quota_blocked') \
-             AND EXISTS (SELECT 1 FROM snapshot_quota_blocks b WHERE b.volume_id = r.volume_id \
-             AND b.policy_name = r.policy_name AND b.occurred_at >= $1) \
-             ORDER BY r.seq",
-        )
-        .bind(ts(since))
-        .fetch_all(self.pool())
-        .await?;
+        let rows = sqlx::query(ATTEMPTS_SQL).bind(ts(since)).fetch_all(self.pool()).await?;
         let mut attempts: HashMap<(String, String), Vec<Attempt>> = HashMap::new();
         for row in &rows {
             let outcome = match kind_of(&text(row, "kind")?) {

@@ -196,7 +196,32 @@ fn every_kind() -> Vec<pb::Event> {
         error_summary: "1 failed".into(),
         ..pb::RunFinished::default()
     }));
-    vec![started, step, created, deleted, failed, delete_failed, skipped, quota, dry, grant, batch, finished]
+    let mut risk = event(13, EventKind::QuotaForecastRisk, "2026-11-25T00:04:30Z");
+    risk.volume_id.clear();
+    risk.volume_name.clear();
+    risk.project_id = "p3".into();
+    risk.quota = Some(pb::QuotaFigures {
+        reason: pb::QuotaBlockReason::GigabytesExceeded.into(),
+        quota_limit_gb: 500,
+        quota_used_gb: 470,
+        quota_needed_gb: 80,
+        ..pb::QuotaFigures::default()
+    });
+    vec![
+        started,
+        step,
+        created,
+        deleted,
+        failed,
+        delete_failed,
+        skipped,
+        quota,
+        dry,
+        grant,
+        batch,
+        finished,
+        risk,
+    ]
 }
 
 async fn appends_once_and_lists_every_kind(mut h: Harness) {
@@ -207,18 +232,18 @@ async fn appends_once_and_lists_every_kind(mut h: Harness) {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!((first.inserted, first.duplicates), (12, 0));
+    assert_eq!((first.inserted, first.duplicates), (13, 0));
     // The same events again (and one repeated inside the batch) are stored once.
     let mut again = events.clone();
     again.push(events[2].clone());
     let second =
         h.client.append_events(pb::AppendEventsRequest { events: again }).await.unwrap().into_inner();
-    assert_eq!((second.inserted, second.duplicates), (0, 13));
+    assert_eq!((second.inserted, second.duplicates), (0, 14));
     assert_eq!(second.duplicate_event_ids[0], event_id(1));
 
     // Default listing: snapshot-level kinds only, newest first, every field back as sent.
     let all = h.client.list_records(pb::ListRecordsRequest::default()).await.unwrap().into_inner();
-    assert_eq!(all.records.len(), 8);
+    assert_eq!(all.records.len(), 9);
     assert_eq!(all.records[0].event.as_ref().unwrap().kind(), EventKind::SnapshotDryRun);
     let created = all
         .records
@@ -234,6 +259,13 @@ async fn appends_once_and_lists_every_kind(mut h: Harness) {
         .find(|e| e.kind() == EventKind::SnapshotQuotaBlocked)
         .unwrap();
     assert_eq!(quota, events[7]);
+    let risk = all
+        .records
+        .iter()
+        .map(|r| r.event.clone().unwrap())
+        .find(|e| e.kind() == EventKind::QuotaForecastRisk)
+        .unwrap();
+    assert_eq!(risk, events[12]);
 
     // Run-level kinds only when asked, with their payloads.
     let filter = pb::RecordFilter {
@@ -307,7 +339,7 @@ async fn appends_once_and_lists_every_kind(mut h: Harness) {
     let mut stream = h
         .client
         .export_records(pb::ExportRecordsRequest {
-            filter: Some(pb::RecordFilter { kinds: (1..=12).collect(), ..Default::default() }),
+            filter: Some(pb::RecordFilter { kinds: (1..=13).collect(), ..Default::default() }),
             limit: 0,
         })
         .await
@@ -317,7 +349,7 @@ async fn appends_once_and_lists_every_kind(mut h: Harness) {
     while let Some(chunk) = stream.message().await.unwrap() {
         exported.extend(chunk.records);
     }
-    assert_eq!(exported.len(), 12);
+    assert_eq!(exported.len(), 13);
     assert!(exported.windows(2).all(|w| w[0].event.as_ref().unwrap().occurred_at.unwrap().seconds
         <= w[1].event.as_ref().unwrap().occurred_at.unwrap().seconds));
 
@@ -340,6 +372,14 @@ async fn appends_once_and_lists_every_kind(mut h: Harness) {
         .unwrap()
         .into_inner();
     assert!(none.quota_blocks.is_empty());
+    // A forecast is not a block: it is listed as a record, not among the quota blocks.
+    let forecast_only = h
+        .client
+        .list_quota_blocks(pb::ListQuotaBlocksRequest { project_id: Some("p3".into()), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(forecast_only.quota_blocks.is_empty());
 
     // The run as its events tell it.
     let runs = h.client.list_runs(pb::ListRunsRequest::default()).await.unwrap().into_inner();
@@ -849,7 +889,7 @@ async fn the_audit_writer_role_cannot_update_or_delete_audit_rows() {
     // The role may read and append ...
     let count: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM snapshot_records").fetch_one(&mut connection).await.unwrap();
-    assert_eq!(count, 12);
+    assert_eq!(count, 13);
     for statement in [
         "UPDATE snapshot_records SET actor = 'forged'",
         "DELETE FROM snapshot_records",
@@ -869,7 +909,7 @@ async fn the_audit_writer_role_cannot_update_or_delete_audit_rows() {
         .fetch_one(&mut connection)
         .await
         .unwrap();
-    assert_eq!(count, 12);
+    assert_eq!(count, 13);
     connection.close().await.unwrap();
     h.stop().await;
 }
