@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use service_kit::config::{DatabaseArgs, SecurityArgs, ServiceUrls, TelemetryArgs};
+use service_kit::config::{DatabaseArgs, MetricsArgs, SecurityArgs, ServiceUrls, TelemetryArgs};
 
 /// Settings of `snapshot-svc`; every flag has an environment twin.
 #[derive(clap::Parser, Debug, Clone)]
@@ -59,6 +59,10 @@ pub struct Config {
     #[arg(long, env = "SNAPSHOT_CINDER_PAGE_SIZE", default_value_t = 500,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub cinder_page_size: u32,
+    /// OpenStack requests per second this service sends at most, across all projects (0 = no
+    /// limit). Calls in flight are also capped at the larger of 16 and AUTO_SNAPSHOT_CONCURRENCY.
+    #[arg(long, env = "SNAPSHOT_OPENSTACK_RPS", default_value_t = 50)]
+    pub openstack_rps: u32,
     /// Name of this replica in runs and the scheduler lease; default: the host name.
     #[arg(long, env = "SNAPSHOT_SVC_HOST")]
     pub host: Option<String>,
@@ -74,9 +78,23 @@ pub struct Config {
     /// Logs and traces.
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+    /// Prometheus `/metrics` listener.
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 impl Config {
+    /// Retry, rate and in-flight limits of the OpenStack sessions: the client's defaults with
+    /// `--openstack-rps`, and room for every project `--concurrency` processes at once.
+    pub fn resilience(&self) -> openstack::Resilience {
+        let defaults = openstack::Resilience::default();
+        openstack::Resilience {
+            requests_per_second: (self.openstack_rps > 0).then_some(f64::from(self.openstack_rps)),
+            max_concurrency: defaults.max_concurrency.max(self.concurrency as usize),
+            ..defaults
+        }
+    }
+
     /// Checks what clap cannot; the message names the variable.
     pub fn validate(&self) -> Result<(), String> {
         if !(self.batch_delay_secs.is_finite() && (0.0..=3600.0).contains(&self.batch_delay_secs)) {
@@ -131,5 +149,16 @@ mod tests {
         // Short heartbeat timeouts are for tests that kill the process; below 5 s is refused.
         assert!(Config::try_parse_from(["snapshot-svc", "--heartbeat-timeout-secs", "5"]).is_ok());
         assert!(Config::try_parse_from(["snapshot-svc", "--heartbeat-timeout-secs", "4"]).is_err());
+    }
+
+    #[test]
+    fn openstack_rate_defaults_to_50_and_zero_lifts_it() {
+        let config = Config::try_parse_from(["snapshot-svc"]).unwrap();
+        assert_eq!(config.resilience().requests_per_second, Some(50.0));
+        assert_eq!(config.resilience().max_concurrency, 16);
+        let config =
+            Config::try_parse_from(["snapshot-svc", "--openstack-rps", "0", "--concurrency", "64"]).unwrap();
+        assert_eq!(config.resilience().requests_per_second, None);
+        assert_eq!(config.resilience().max_concurrency, 64);
     }
 }

@@ -10,8 +10,10 @@
 //! policy-svc for decisions and slots, plans with the pure modules [`due`], [`retention`],
 //! [`quota`], [`batches`], [`naming`] and [`progress`], then creates (work item first) and deletes;
 //! each action commits with its audit event ([`records`]) into the outbox the relay delivers.
-//! [`forecast`] is the pure quota forecast behind ForecastQuota; [`run`] the run model; [`config`]
-//! the settings.
+//! [`forecast`] is the pure quota forecast behind ForecastQuota, [`quota_outlook`] its reading of
+//! the cloud (also after each scheduled run, which records the projects at risk); [`run`] the run
+//! model; [`config`]
+//! the settings; [`metrics`] the Prometheus series.
 
 pub mod batches;
 pub mod cloud;
@@ -20,9 +22,11 @@ pub mod due;
 pub mod forecast;
 pub mod grpc;
 pub mod listing;
+pub mod metrics;
 pub mod naming;
 pub mod progress;
 pub mod quota;
+pub mod quota_outlook;
 pub mod records;
 pub mod retention;
 pub mod run;
@@ -159,7 +163,8 @@ pub async fn serve(
     .map_err(|error| match error {
         policy_svc::PolicyError::Kit(error) => SnapshotError::Kit(error),
         other => SnapshotError::Config(format!("IDENTITY_SVC_URL: {other}")),
-    })?;
+    })?
+    .with_resilience(config.resilience());
     let admin = cloud::Admin::new(Arc::new(cloud), config.regions.clone());
     let timeouts = Timeouts::default();
     let clients = runner::Clients {
@@ -211,6 +216,10 @@ pub async fn serve(
             config.dry_run,
             i64::from(config.batch_size),
             batch_delay,
+        )
+        .with_policy_assign(
+            chrono::Duration::minutes(i64::from(config.policy_assign_interval_minutes)),
+            runner.clone(),
         );
         background.push(tokio::spawn(scheduler.run(std::time::Duration::from_secs(15))));
     }

@@ -345,6 +345,70 @@ pub fn role_grant(
     }
 }
 
+/// The audit event of a project the forecast after a scheduled run finds at quota risk: the
+/// project's policies, and the figures of its gigabytes and snapshots quotas (limit, used, and
+/// what the next slots within the horizon need); the reason is its worst resource.
+pub fn quota_forecast_risk(
+    context: &RunContext,
+    region: &str,
+    project: &pb::ProjectForecast,
+    now: DateTime<Utc>,
+) -> audit::Event {
+    let flat = |kind: pb::QuotaResource| {
+        project.resources.iter().find(|r| r.resource == kind as i32 && r.volume_type.is_empty())
+    };
+    let gigabytes = flat(pb::QuotaResource::Gigabytes);
+    let snapshots = flat(pb::QuotaResource::Snapshots);
+    let worst = project.resources.iter().max_by_key(|r| (r.severity, r.shortfall));
+    let reason = match worst.and_then(|r| pb::QuotaResource::try_from(r.resource).ok()) {
+        Some(pb::QuotaResource::Gigabytes) => audit::QuotaBlockReason::GigabytesExceeded,
+        Some(pb::QuotaResource::Snapshots) => audit::QuotaBlockReason::SnapshotsExceeded,
+        Some(pb::QuotaResource::VolumeTypeGigabytes) => audit::QuotaBlockReason::VolumeTypeGigabytesExceeded,
+        Some(pb::QuotaResource::VolumeTypeSnapshots) => audit::QuotaBlockReason::VolumeTypeSnapshotsExceeded,
+        _ => audit::QuotaBlockReason::Unspecified,
+    };
+    let severity =
+        pb::ForecastSeverity::try_from(project.severity).unwrap_or(pb::ForecastSeverity::Unspecified);
+    let detail = match worst {
+        Some(r) => format!(
+            "{}: {} used {} of {}, the next slots need {} ({} with margin), short by {}",
+            severity.as_str_name().trim_start_matches("FORECAST_SEVERITY_").to_lowercase(),
+            pb::QuotaResource::try_from(r.resource)
+                .map_or("quota", |k| k.as_str_name())
+                .trim_start_matches("QUOTA_RESOURCE_")
+                .to_lowercase(),
+            r.used,
+            r.limit,
+            r.needed,
+            r.needed_with_margin,
+            r.shortfall
+        ),
+        None => project.error.clone(),
+    };
+    let policies: Vec<&str> = project.policies.iter().map(|p| p.policy_name.as_str()).collect();
+    audit::Event {
+        region: region.to_owned(),
+        project_id: project.project_id.clone(),
+        project_name: project.project_name.clone(),
+        domain_id: project.domain_id.clone(),
+        domain_name: project.domain_name.clone(),
+        policy_name: policies.join(","),
+        quota: Some(audit::QuotaFigures {
+            reason: reason.into(),
+            volume_type: worst.map(|r| r.volume_type.clone()).unwrap_or_default(),
+            quota_limit_gb: gigabytes.map_or(-1, |r| r.limit),
+            quota_used_gb: gigabytes.map_or(0, |r| r.used),
+            quota_needed_gb: gigabytes.map_or(0, |r| r.needed),
+            snapshot_quota_limit: snapshots.map_or(-1, |r| r.limit),
+            snapshot_quota_used: snapshots.map_or(0, |r| r.used),
+            snapshot_quota_needed: snapshots.map_or(0, |r| r.needed),
+        }),
+        error: project.error.clone(),
+        detail,
+        ..base(context, audit::EventKind::QuotaForecastRisk, now)
+    }
+}
+
 /// The audit event of a run start.
 pub fn run_started(context: &RunContext, run: &Run, host: &str, now: DateTime<Utc>) -> audit::Event {
     let mut event = base(context, audit::EventKind::RunStarted, now);

@@ -129,6 +129,27 @@ impl RunStatus {
     pub fn from_proto(status: pb::RunStatus) -> Option<Self> {
         Self::ALL.into_iter().find(|s| s.to_proto() == status)
     }
+
+    /// How a run that went through its steps ends. Only the snapshots step is essential: when
+    /// policy_assign or an inventory step fails, the snapshots step still works from the volumes'
+    /// current metadata and its own listing, so the run did its job in part (partial); when the
+    /// snapshots step fails, due snapshots may be missing (failed).
+    pub fn conclude(
+        cancelled: bool,
+        snapshots_failed: bool,
+        other_step_failed: bool,
+        counters: &Counters,
+    ) -> Self {
+        if cancelled {
+            Self::Cancelled
+        } else if snapshots_failed {
+            Self::Failed
+        } else if other_step_failed || counters.has_problems() {
+            Self::Partial
+        } else {
+            Self::Completed
+        }
+    }
 }
 
 /// The four steps of a run, in order.
@@ -612,6 +633,18 @@ pub fn from_duration(d: &snapkeeper_proto::prost_types::Duration) -> Option<Dura
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_pre_step_the_snapshots_step_survived_is_partial_and_a_failed_snapshots_step_fails() {
+        let clean = Counters::default();
+        let blocked = Counters { quota_blocked: 1, ..Counters::default() };
+        assert_eq!(RunStatus::conclude(false, false, false, &clean), RunStatus::Completed);
+        assert_eq!(RunStatus::conclude(false, false, false, &blocked), RunStatus::Partial);
+        assert_eq!(RunStatus::conclude(false, false, true, &clean), RunStatus::Partial);
+        assert_eq!(RunStatus::conclude(false, true, true, &clean), RunStatus::Failed);
+        assert_eq!(RunStatus::conclude(false, true, false, &blocked), RunStatus::Failed);
+        assert_eq!(RunStatus::conclude(true, true, true, &blocked), RunStatus::Cancelled);
+    }
 
     #[test]
     fn text_forms_round_trip() {

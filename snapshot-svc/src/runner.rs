@@ -22,6 +22,7 @@ use snapkeeper_proto::policy::v1::policy_service_client::PolicyServiceClient;
 use snapkeeper_proto::snapshot::v1 as pb;
 use snapkeeper_proto::snapshot::v1::watch_run_response::Event as WatchEvent;
 use snapkeeper_proto::tonic;
+use tracing::Instrument as _;
 
 use crate::cloud::{Admin, Listing};
 use crate::due::{Dueness, Unfinished, judge, resolve_unfinished};
@@ -29,10 +30,11 @@ use crate::listing::SnapshotIndex;
 use crate::records::{Outcome, Pair, RunContext};
 use crate::retention::{Deletion, Retention};
 use crate::run::{
-    Batch, BatchStatus, Counters, Run, RunStatus, Step, StepKey, StepStatus, from_duration, from_timestamp,
+    Batch, BatchStatus, Counters, Run, RunKind, RunStatus, Step, StepKey, StepStatus, from_duration,
+    from_timestamp,
 };
 use crate::store::{Action, Heartbeat, Progress, Store, WorkItem, WorkItemUpdate};
-use crate::{SnapshotError, batches, naming, progress, quota, records};
+use crate::{SnapshotError, batches, metrics, naming, progress, quota, records};
 
 /// Volume statuses Cinder snapshots (`force=true` for in-use).
 const SNAPSHOTTABLE: [&str; 2] = ["available", "in-use"];
@@ -235,6 +237,10 @@ impl Runner {
             .await?;
         let heartbeat = tokio::spawn(self.clone().heartbeat(Arc::clone(&execution)));
         let outcome = self.steps(&execution, &regions).await;
+        let worth_forecasting = matches!(&outcome, Ok((status, _)) if *status != RunStatus::Cancelled);
+        if execution.run.kind == RunKind::Scheduled && worth_forecasting && !execution.stopped() {
+            self.record_quota_risks(&execution, &regions).await;
+        }
         heartbeat.abort();
         let (status, summary) = match outcome {
             Ok((status, summary)) => (status, summary),
@@ -267,9 +273,59 @@ impl Runner {
             ..Action::default()
         };
         store.commit(run_id, action, now).await?;
+        metrics::run_finished(
+            execution.run.kind,
+            status,
+            (now - started_at).to_std().unwrap_or_default(),
+            now,
+        );
         store.prune_events(run_id, EVENTS_KEPT).await?;
         tracing::info!(run_id, status = status.as_str(), "run finished");
         Ok(status)
+    }
+
+    /// After a scheduled run: the quota forecast of each region (default margin and horizon) and
+    /// one audit event per project at risk, through the outbox. A forecast that cannot be made is
+    /// logged; it does not change how the run ended.
+    async fn record_quota_risks(&self, execution: &Execution, regions: &[String]) {
+        for region in regions {
+            let now = self.now();
+            let forecast = crate::quota_outlook::forecast(
+                &self.inner.admin,
+                &self.inner.clients.policy,
+                now,
+                region,
+                &execution.run.scope.project_ids,
+                crate::quota_outlook::DEFAULT_MARGIN_PCT,
+                crate::quota_outlook::DEFAULT_HORIZON,
+            )
+            .await;
+            let forecast = match forecast {
+                Ok(forecast) => forecast,
+                Err(error) => {
+                    tracing::warn!(run_id = %execution.run.id, region, error = %error, "quota forecast failed");
+                    continue;
+                }
+            };
+            let events: Vec<audit::Event> = forecast
+                .alerts
+                .iter()
+                .map(|project| records::quota_forecast_risk(&execution.context, region, project, now))
+                .collect();
+            if events.is_empty() {
+                continue;
+            }
+            let at_risk = events.len();
+            let action = Action { audit: events, ..Action::default() };
+            match self.inner.store.commit(&execution.run.id, action, now).await {
+                Ok(()) => {
+                    tracing::info!(run_id = %execution.run.id, region, at_risk, "projects at quota risk recorded");
+                }
+                Err(error) => {
+                    tracing::warn!(run_id = %execution.run.id, region, error = %error, "quota risks not recorded");
+                }
+            }
+        }
     }
 
     /// Renews the heartbeat, writes progress and watches for cancel until aborted.
@@ -326,7 +382,7 @@ impl Runner {
             };
             if execution.stopped() || snapshots_failed {
                 step.status = StepStatus::Skipped;
-                let reason = if snapshots_failed { "an earlier step failed" } else { "run cancelled" };
+                let reason = if snapshots_failed { "the snapshots step failed" } else { "run cancelled" };
                 reason.clone_into(&mut step.error);
                 self.record_step(execution, &step).await?;
                 continue;
@@ -354,22 +410,21 @@ impl Runner {
                     step.error = error.to_string();
                     errors.push(format!("{}: {}", key.as_str(), step.error));
                     // Only the snapshots step is essential: without policy assignment the volumes keep
-                    // their metadata, and without an inventory sync audit-svc keeps its last view.
+                    // their metadata, and without an inventory sync audit-svc keeps its last view
+                    // (RunStatus::conclude).
                     snapshots_failed = key == StepKey::Snapshots;
                 }
             }
             self.record_step(execution, &step).await?;
         }
         let counters = execution.live().counters;
-        let status = if execution.stop.load(Ordering::SeqCst) {
-            RunStatus::Cancelled
-        } else if snapshots_failed {
-            RunStatus::Failed
-        } else if counters.has_problems() || !errors.is_empty() {
-            RunStatus::Partial
-        } else {
-            RunStatus::Completed
-        };
+        let other_step_failed = errors.len() > usize::from(snapshots_failed);
+        let status = RunStatus::conclude(
+            execution.stop.load(Ordering::SeqCst),
+            snapshots_failed,
+            other_step_failed,
+            &counters,
+        );
         Ok((status, errors.join("; ")))
     }
 
@@ -419,21 +474,8 @@ impl Runner {
                     Err(status) => return Err(SnapshotError::upstream("policy-svc", &status)),
                 }
             } else {
-                let request = policy::ApplyAssignmentRequest {
-                    scope: Some(scope),
-                    include_unchanged: false,
-                    actor: execution.run.triggered_by.clone(),
-                    run_id: execution.run.id.clone(),
-                };
-                match client.apply_assignment(request).await {
-                    Ok(stream) => last_summary(stream.into_inner(), |m: policy::ApplyAssignmentResponse| {
-                        match m.event {
-                            Some(policy::apply_assignment_response::Event::Summary(s)) => Some(s),
-                            _ => None,
-                        }
-                    })
-                    .await
-                    .map_err(|s| SnapshotError::upstream("policy-svc", &s))?,
+                match self.apply_assignment(scope, &execution.run.triggered_by, &execution.run.id).await {
+                    Ok(summary) => summary,
                     Err(status) if status.code() == tonic::Code::Unimplemented => {
                         return Ok(StepEnd::Skipped(
                             "policy-svc does not implement ApplyAssignment yet".to_owned(),
@@ -448,7 +490,54 @@ impl Runner {
                 failed += summary.failed;
             }
         }
+        // A scoped run tags only its projects: it does not stand for the scheduler's pass.
+        if !execution.run.dry_run && execution.run.scope.project_ids.is_empty() {
+            self.inner.store.record_assign(crate::worker::SCHEDULER_LEASE, self.now()).await?;
+        }
         Ok(StepEnd::Completed(format!("{processed} volumes, {changed} changed, {failed} failed")))
+    }
+
+    /// ApplyAssignment over `scope`, read to its summary.
+    async fn apply_assignment(
+        &self,
+        scope: policy::VolumeScope,
+        actor: &str,
+        run_id: &str,
+    ) -> Result<Option<policy::AssignmentSummary>, tonic::Status> {
+        let request = policy::ApplyAssignmentRequest {
+            scope: Some(scope),
+            include_unchanged: false,
+            actor: actor.to_owned(),
+            run_id: run_id.to_owned(),
+        };
+        let mut client = self.inner.clients.policy.clone();
+        let stream = client.apply_assignment(request).await?.into_inner();
+        last_summary(stream, |m: policy::ApplyAssignmentResponse| match m.event {
+            Some(policy::apply_assignment_response::Event::Summary(s)) => Some(s),
+            _ => None,
+        })
+        .await
+    }
+
+    /// A policy assignment pass outside any run (the scheduler's, every
+    /// POLICY_ASSIGN_INTERVAL_MINUTES): ApplyAssignment over every region, recorded on the lease.
+    /// Returns the volumes processed, changed and failed.
+    pub async fn assign_pass(&self, actor: &str) -> Result<(i64, i64, i64), SnapshotError> {
+        let mut totals = (0, 0, 0);
+        for region in self.inner.admin.regions().await? {
+            let scope = policy::VolumeScope { region, ..policy::VolumeScope::default() };
+            let summary = self
+                .apply_assignment(scope, actor, "")
+                .await
+                .map_err(|s| SnapshotError::upstream("policy-svc", &s))?;
+            if let Some(summary) = summary {
+                totals.0 += summary.processed;
+                totals.1 += summary.changed;
+                totals.2 += summary.failed;
+            }
+        }
+        self.inner.store.record_assign(crate::worker::SCHEDULER_LEASE, self.now()).await?;
+        Ok(totals)
     }
 
     /// inventory_pre / inventory_post: one listing per region streamed to audit-svc. The pre
@@ -809,6 +898,7 @@ impl Runner {
     }
 
     /// One project: recorded decisions, quota pre-check, credentials, creates, retention.
+    #[tracing::instrument(name = "snapshot.project", skip_all, fields(run_id = %execution.run.id, project_id = %work.project_id))]
     async fn process_project(
         &self,
         execution: &Execution,
@@ -857,7 +947,13 @@ impl Runner {
                     reason: deletion.reason.as_str().to_owned(),
                 }
             } else {
-                self.delete(region, &deletion).await
+                let span = tracing::info_span!(
+                    "snapshot.delete",
+                    run_id = %execution.run.id,
+                    volume_id = %pair.volume_id,
+                    snapshot_id = %deletion.snapshot_id,
+                );
+                self.delete(region, &deletion).instrument(span).await
             };
             self.record(execution, &pair, outcome, None, &mut tally).await?;
         }
@@ -1059,6 +1155,7 @@ impl Runner {
     }
 
     /// One create: the work item first, then the call, then the outcome with its records.
+    #[tracing::instrument(name = "snapshot.create", skip_all, fields(run_id = %execution.run.id, volume_id = %pair.volume_id, project_id = %pair.project_id, policy = %pair.policy))]
     async fn create(
         &self,
         execution: &Execution,
@@ -1179,7 +1276,9 @@ impl Runner {
             watch: vec![(true, WatchEvent::VolumeProcessed(watch))],
             quota_block,
         };
-        self.inner.store.commit(&execution.run.id, action, now).await
+        self.inner.store.commit(&execution.run.id, action, now).await?;
+        metrics::outcome_recorded(&pair.policy, &outcome);
+        Ok(())
     }
 }
 

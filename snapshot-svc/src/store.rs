@@ -164,6 +164,8 @@ pub struct Lease {
     pub expires_at: DateTime<Utc>,
     /// Last tick of the scheduler.
     pub last_tick_at: Option<DateTime<Utc>>,
+    /// Last policy assignment pass.
+    pub last_assign_at: Option<DateTime<Utc>>,
 }
 
 /// The snapshot-svc tables.
@@ -335,6 +337,26 @@ impl Store {
         .execute(self.pool())
         .await?;
         Ok(result.rows_affected() == 1)
+    }
+
+    /// Stores the trace context of the request that queued a run.
+    pub async fn set_trace_parent(&self, id: &str, traceparent: &str) -> Result<(), SnapshotError> {
+        sqlx::query("UPDATE snapshot_runs SET trace_parent = $1 WHERE id = $2")
+            .bind(traceparent)
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// The trace context a run was queued with, if any.
+    pub async fn trace_parent(&self, id: &str) -> Result<Option<String>, SnapshotError> {
+        let stored: Option<String> =
+            sqlx::query_scalar("SELECT trace_parent FROM snapshot_runs WHERE id = $1")
+                .bind(id)
+                .fetch_optional(self.pool())
+                .await?;
+        Ok(stored.filter(|value| !value.is_empty()))
     }
 
     /// Records the regions, policies (with their enrolled volumes) and rule set version a run
@@ -801,17 +823,41 @@ impl Store {
         .bind(time_text(now))
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
-            .map(|row| {
-                let payload: Vec<u8> = row.try_get("payload")?;
-                Ok(OutboxEntry {
-                    event_id: row.try_get("event_id")?,
-                    event: audit::Event::decode(payload.as_slice())
-                        .map_err(|e| SnapshotError::Corrupt(format!("outbox event: {e}")))?,
-                    attempts: row.try_get("attempts")?,
-                })
-            })
-            .collect()
+        rows.iter().map(outbox_entry).collect()
+    }
+
+    /// Takes up to `limit` due entries for this replica's relay: in one transaction they are read
+    /// (on PostgreSQL with `FOR UPDATE SKIP LOCKED`, so replicas take different entries) and put
+    /// off until `now + hold`, so another relay passes them by while this one delivers. A relay
+    /// that dies holding entries leaves them due again after `hold`.
+    pub async fn claim_outbox(
+        &self,
+        now: DateTime<Utc>,
+        hold: Duration,
+        limit: i64,
+    ) -> Result<Vec<OutboxEntry>, SnapshotError> {
+        let lock = match self.database.backend() {
+            service_kit::db::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            service_kit::db::Backend::Sqlite => "",
+        };
+        let mut tx = self.pool().begin().await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT event_id, payload, attempts FROM outbox WHERE next_attempt_at <= $1 \
+             ORDER BY created_at, event_id LIMIT {limit}{lock}"
+        )))
+        .bind(time_text(now))
+        .fetch_all(&mut *tx)
+        .await?;
+        let entries = rows.iter().map(outbox_entry).collect::<Result<Vec<_>, _>>()?;
+        for entry in &entries {
+            sqlx::query("UPDATE outbox SET next_attempt_at = $2 WHERE event_id = $1")
+                .bind(&entry.event_id)
+                .bind(time_text(now + hold))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(entries)
     }
 
     /// Removes delivered entries.
@@ -882,17 +928,30 @@ impl Store {
         Ok(())
     }
 
+    /// Records a policy assignment pass on the lease (nothing when no scheduler holds one).
+    pub async fn record_assign(&self, name: &str, now: DateTime<Utc>) -> Result<(), SnapshotError> {
+        sqlx::query("UPDATE scheduler_lease SET last_assign_at = $2 WHERE name = $1")
+            .bind(name)
+            .bind(time_text(now))
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
     /// The lease `name`, if any.
     pub async fn lease(&self, name: &str) -> Result<Option<Lease>, SnapshotError> {
-        let row = sqlx::query("SELECT holder, expires_at, last_tick_at FROM scheduler_lease WHERE name = $1")
-            .bind(name)
-            .fetch_optional(self.pool())
-            .await?;
+        let row = sqlx::query(
+            "SELECT holder, expires_at, last_tick_at, last_assign_at FROM scheduler_lease WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(self.pool())
+        .await?;
         row.map(|row| {
             Ok(Lease {
                 holder: row.try_get("holder")?,
                 expires_at: parse_time(&row.try_get::<String, _>("expires_at")?)?,
                 last_tick_at: optional_time(&row, "last_tick_at")?,
+                last_assign_at: optional_time(&row, "last_assign_at")?,
             })
         })
         .transpose()
@@ -908,6 +967,16 @@ pub enum Heartbeat {
     CancelRequested,
     /// The run is no longer running here (interrupted by another replica): stop at once.
     Lost,
+}
+
+fn outbox_entry(row: &AnyRow) -> Result<OutboxEntry, SnapshotError> {
+    let payload: Vec<u8> = row.try_get("payload")?;
+    Ok(OutboxEntry {
+        event_id: row.try_get("event_id")?,
+        event: audit::Event::decode(payload.as_slice())
+            .map_err(|e| SnapshotError::Corrupt(format!("outbox event: {e}")))?,
+        attempts: row.try_get("attempts")?,
+    })
 }
 
 async fn enqueue(

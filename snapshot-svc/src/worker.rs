@@ -1,6 +1,7 @@
 //! The background loops of a replica: the worker (interrupts runs whose heartbeat stopped, claims
 //! pending runs and executes them), the outbox relay (delivers audit events to audit-svc with
-//! retries), and the scheduler (one leader, by lease row, queues a scheduled run every interval).
+//! retries), and the scheduler (one leader, by lease row, queues a scheduled run every interval and
+//! makes a policy assignment pass every POLICY_ASSIGN_INTERVAL_MINUTES between runs).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -10,6 +11,7 @@ use service_kit::client::ServiceChannel;
 use service_kit::clock::Clock;
 use snapkeeper_proto::audit::v1 as audit;
 use snapkeeper_proto::audit::v1::audit_service_client::AuditServiceClient;
+use tracing::Instrument as _;
 
 use crate::SnapshotError;
 use crate::run::{RunKind, Scope};
@@ -57,12 +59,17 @@ impl Worker {
             self.executing.lock().unwrap_or_else(PoisonError::into_inner).insert(id.clone());
             let runner = self.runner.clone();
             let executing = Arc::clone(&self.executing);
-            started.push(tokio::spawn(async move {
+            let span = tracing::info_span!("snapshot.run", otel.name = "snapshot run", run_id = %id);
+            if let Some(traceparent) = self.store.trace_parent(&id).await? {
+                service_kit::telemetry::set_parent_from_traceparent(&span, &traceparent);
+            }
+            let execute = async move {
                 if let Err(error) = runner.execute(&id).await {
                     tracing::error!(run_id = %id, error = %error, "run could not be finished");
                 }
                 executing.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
-            }));
+            };
+            started.push(tokio::spawn(execute.instrument(span)));
         }
         Ok(started)
     }
@@ -77,6 +84,10 @@ impl Worker {
         }
     }
 }
+
+/// How long a relay holds the outbox entries it is delivering (longer than one AppendEvents call
+/// may take), so the relays of several replicas share the outbox instead of sending it twice.
+const OUTBOX_HOLD: Duration = Duration::minutes(1);
 
 /// Delivers the outbox to audit-svc.
 #[derive(Debug, Clone)]
@@ -98,7 +109,7 @@ impl Relay {
         let mut delivered = 0;
         loop {
             let now = self.clock.now();
-            let entries = self.store.due_outbox(now, 500).await?;
+            let entries = self.store.claim_outbox(now, OUTBOX_HOLD, 500).await?;
             if entries.is_empty() {
                 return Ok(delivered);
             }
@@ -129,6 +140,9 @@ impl Relay {
             if let Err(error) = self.deliver().await {
                 tracing::warn!(error = %error, "outbox relay failed");
             }
+            if let Ok(waiting) = self.store.outbox_len().await {
+                crate::metrics::outbox_depth(waiting);
+            }
             tokio::time::sleep(every).await;
         }
     }
@@ -145,6 +159,8 @@ pub struct Scheduler {
     dry_run: bool,
     batch_size: i64,
     batch_delay: Duration,
+    /// POLICY_ASSIGN_INTERVAL_MINUTES and the runner that makes the pass.
+    policy_assign: Option<(Duration, Runner)>,
 }
 
 impl Scheduler {
@@ -158,7 +174,14 @@ impl Scheduler {
         batch_size: i64,
         batch_delay: Duration,
     ) -> Self {
-        Self { store, clock, host, interval, dry_run, batch_size, batch_delay }
+        Self { store, clock, host, interval, dry_run, batch_size, batch_delay, policy_assign: None }
+    }
+
+    /// Also makes a policy assignment pass whenever `every` has passed since the last one (a
+    /// run's policy_assign step counts) and no run is active.
+    pub fn with_policy_assign(mut self, every: Duration, runner: Runner) -> Self {
+        self.policy_assign = Some((every, runner));
+        self
     }
 
     /// One tick: take or renew the lease; when leader and the interval has passed since the
@@ -169,9 +192,12 @@ impl Scheduler {
             return Ok(None);
         }
         let lease = self.store.lease(SCHEDULER_LEASE).await?;
-        if let Some(last) = lease.and_then(|l| l.last_tick_at)
+        let last_tick = lease.as_ref().and_then(|l| l.last_tick_at);
+        if let Some(last) = last_tick
             && now - last < self.interval
         {
+            let last_assign = lease.as_ref().and_then(|l| l.last_assign_at).or(last_tick);
+            self.assign_if_due(now, last_assign).await?;
             return Ok(None);
         }
         self.store.record_tick(SCHEDULER_LEASE, now).await?;
@@ -193,6 +219,27 @@ impl Scheduler {
             }
             Err(error) => Err(error),
         }
+    }
+
+    /// The scheduler's own policy assignment pass, when POLICY_ASSIGN_INTERVAL_MINUTES has passed
+    /// since `last` and no run is active (an active run's policy_assign step does the work, and
+    /// policy-svc refuses a second apply over the same volumes meanwhile).
+    async fn assign_if_due(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        last: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<(), SnapshotError> {
+        let Some((every, runner)) = &self.policy_assign else { return Ok(()) };
+        // A dry-run deployment (AUTO_SNAPSHOT_DRY_RUN) changes no volume metadata either.
+        if self.dry_run
+            || last.is_some_and(|last| now - last < *every)
+            || self.store.active_run(None).await?.is_some()
+        {
+            return Ok(());
+        }
+        let (processed, changed, failed) = runner.assign_pass("scheduler").await?;
+        tracing::info!(processed, changed, failed, "policy assignment pass");
+        Ok(())
     }
 
     /// Ticks every `every` until the task is dropped.

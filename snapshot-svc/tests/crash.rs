@@ -1,8 +1,9 @@
 //! Must-show 4: the real `snapshot-svc` binary on SQLite against the simulator, killed with SIGKILL
 //! at random points of its runs and restarted, 20 times; then one run to its end. Afterwards: no
 //! two snapshots for one (volume, policy, slot), every snapshot we created has its audit record
-//! (delivered by the outbox relay), and no run is still active. identity-svc and policy-svc run
-//! in-process for real; audit-svc is the stand-in of `support` (not committed yet).
+//! (delivered by the outbox relay to the real audit-svc, read back with ListRecords), and no run
+//! is still active. identity-svc, policy-svc and audit-svc run in-process for real over gRPC, each
+//! on its own SQLite file.
 //!
 //! A small cloud (5 projects x 4 volumes) with four 1-minute policies whose slots are 15 s apart,
 //! so most cycles find new due snapshots to be killed in the middle of. Retention keeps 100, so
@@ -221,9 +222,11 @@ async fn kill_9_at_random_points_never_duplicates_loses_a_record_or_leaves_a_run
     let dir = tempfile::tempdir().unwrap();
     let service_user = Login { user: SERVICE_USER.to_owned(), password: SERVICE_PASSWORD.to_owned() };
     let identity_url = support::start_identity(dir.path(), cloud, &service_user).await;
-    let (audit, audit_url) = support::serve_audit().await;
     let policy_url = support::start_policy(dir.path(), RULES, &identity_url).await;
-    let launcher = launcher(dir.path(), &identity_url, &policy_url, &audit_url);
+    let audit =
+        support::start_audit(&format!("sqlite://{}/audit.db?mode=rwc", dir.path().display()), &policy_url)
+            .await;
+    let launcher = launcher(dir.path(), &identity_url, &policy_url, &audit.url);
     let seed =
         std::env::var("SNAPKEEPER_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
@@ -304,11 +307,13 @@ async fn kill_9_at_random_points_never_duplicates_loses_a_record_or_leaves_a_run
     // Every snapshot has its audit record once the relay has delivered the outbox.
     let deadline = Instant::now() + Duration::from_mins(1);
     let (recorded, recovered) = loop {
-        let events = audit.events();
-        let created: Vec<&audit::Event> = events
-            .iter()
-            .filter(|e| e.kind == audit::EventKind::SnapshotCreated as i32 && !e.dry_run)
-            .collect();
+        let filter = audit::RecordFilter {
+            kinds: vec![audit::EventKind::SnapshotCreated.into()],
+            dry_run: Some(false),
+            ..audit::RecordFilter::default()
+        };
+        let events = audit.records(filter).await;
+        let created: Vec<&audit::Event> = events.iter().collect();
         let recorded: BTreeSet<String> = created.iter().map(|e| e.snapshot_id.clone()).collect();
         let missing: Vec<&String> =
             snapshots.iter().map(|s| &s.id).filter(|id| !recorded.contains(*id)).collect();

@@ -5,8 +5,8 @@
 //! The test makes 3 projects x 3 volumes, a service user with `member` on them, a snapshot quota of
 //! 2 in one project and three snapshots of ours from earlier slots on one volume (daily_3, keep 2).
 //! The real identity-svc (in-process) holds the passwords: the stack's admin and the test's service
-//! user. policy-svc is the real one too; audit-svc is the stand-in of `support` (not committed
-//! yet). Everything made is deleted at the end, also when an assertion fails.
+//! user. policy-svc and audit-svc are the real ones too (in-process, over gRPC, on SQLite files).
+//! Everything made is deleted at the end, also when an assertion fails.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -246,7 +246,6 @@ async fn exercise(cloud: &Cloud, config: &CloudConfig) {
     let dir = tempfile::tempdir().unwrap();
     let service_user = Login { user: cloud.service_user(), password: cloud.password.clone() };
     let identity_url = support::start_identity(dir.path(), config.clone(), &service_user).await;
-    let (audit, audit_url) = support::serve_audit().await;
     // Only the test's projects are enrolled (and the runs are scoped to them): the stack is shared.
     let rules = format!(
         r#"[{{"name": "it", "priority": 1, "match": {{"tenant_name": {{"regex": "^{}-"}}}},
@@ -254,6 +253,10 @@ async fn exercise(cloud: &Cloud, config: &CloudConfig) {
         cloud.tag
     );
     let policy_url = support::start_policy(dir.path(), &rules, &identity_url).await;
+    let audit =
+        support::start_audit(&format!("sqlite://{}/audit.db?mode=rwc", dir.path().display()), &policy_url)
+            .await;
+    let audit_url = audit.url.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let service = snapshot_svc::Config::try_parse_from([
@@ -331,11 +334,7 @@ async fn exercise(cloud: &Cloud, config: &CloudConfig) {
     // Every created snapshot reaches audit through the outbox.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let recorded = audit
-            .events()
-            .iter()
-            .filter(|e| e.kind == audit::EventKind::SnapshotCreated as i32 && e.run_id == first.run_id)
-            .count();
+        let recorded = audit.of_kinds(&first.run_id, &[audit::EventKind::SnapshotCreated]).await.len();
         if recorded == 8 {
             break;
         }

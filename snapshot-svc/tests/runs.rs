@@ -1,12 +1,12 @@
-//! Runs against the simulator (openstack-sim in-process on 127.0.0.1:0) with the real identity-svc
-//! and policy-svc (in-process gRPC) and the stand-in for audit-svc of `support` (the real one is
-//! not committed yet). snapshot-svc gets its admin session from identity-svc only; the test
-//! drives it through its own gRPC API and its worker.
+//! Runs against the simulator (openstack-sim in-process on 127.0.0.1:0) with the real identity-svc,
+//! policy-svc and audit-svc (in-process, over gRPC, each on its own SQLite file). snapshot-svc gets
+//! its admin session from identity-svc only; the test drives it through its own gRPC API and its
+//! worker, and reads what audit-svc recorded through AuditService.
 #![allow(clippy::unwrap_used)]
 
 mod support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
@@ -34,7 +34,7 @@ use snapshot_svc::grpc::{ApiSettings, SnapshotApi};
 use snapshot_svc::runner::{Clients, Runner, Settings};
 use snapshot_svc::store::Store;
 use snapshot_svc::worker::{Relay, Worker};
-use support::{Login, StandInAudit};
+use support::{Audit, Login};
 
 const RULES: &str = r#"[{"name": "everything", "priority": 10, "match": {}, "policies": ["daily_3"],
   "auto_snapshot": true, "retention": {"daily_3": 2}}]"#;
@@ -109,7 +109,7 @@ struct Suite {
     api: SnapshotServiceClient<tonic::transport::Channel>,
     worker: Worker,
     relay: Relay,
-    audit: StandInAudit,
+    audit: Audit,
     _dir: tempfile::TempDir,
 }
 
@@ -137,8 +137,11 @@ async fn start_with(scenario: Scenario, rules: &str) -> Suite {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
 
     let identity_url = support::start_identity(dir.path(), sim_admin(&sim), &service_user()).await;
-    let (audit, audit_url) = support::serve_audit().await;
     let policy_url = support::start_policy(dir.path(), rules, &identity_url).await;
+    let audit =
+        support::start_audit(&format!("sqlite://{}/audit.db?mode=rwc", dir.path().display()), &policy_url)
+            .await;
+    let audit_url = audit.url.clone();
 
     let security = SecurityArgs::default();
     let clients = Clients {
@@ -169,8 +172,9 @@ async fn start_with(scenario: Scenario, rules: &str) -> Suite {
         delete_timeout: std::time::Duration::from_secs(10),
     };
     // No SNAPKEEPER_REGIONS: the admin session's default region (identity-svc's RegionOne).
-    let cloud_access =
-        Admin::new(Arc::new(Cloud::connect(&identity_url, &security, 500).unwrap()), Vec::new());
+    let cloud =
+        Cloud::connect(&identity_url, &security, 500).unwrap().with_resilience(support::unthrottled());
+    let cloud_access = Admin::new(Arc::new(cloud), Vec::new());
     let runner =
         Runner::new(store.clone(), Arc::clone(&clock), clients.clone(), cloud_access.clone(), settings);
     let worker =
@@ -230,6 +234,23 @@ impl Suite {
     }
 }
 
+/// How long each step of a run took, for the printed figures.
+fn step_times(run: &pb::Run) -> String {
+    let mut parts = Vec::new();
+    for step in &run.steps {
+        let name = pb::StepKey::try_from(step.key).map_or("?", |k| k.as_str_name());
+        if let (Some(from), Some(to)) = (step.started_at, step.finished_at) {
+            let millis = (to.seconds - from.seconds) * 1000 + i64::from(to.nanos - from.nanos) / 1_000_000;
+            parts.push(format!(
+                "{} {:.1}s",
+                name.trim_start_matches("STEP_KEY_").to_lowercase(),
+                millis as f64 / 1000.0
+            ));
+        }
+    }
+    parts.join(", ")
+}
+
 fn calls(stats: &BTreeMap<String, u64>) -> u64 {
     stats.values().sum()
 }
@@ -257,8 +278,14 @@ async fn runs_create_due_snapshots_in_each_project_block_on_quota_retain_and_nev
     // The first real run: 9 due, 8 created (tight allows 2), 1 blocked with figures, 3 deleted.
     let (first, blocks, stats) = suite.run(false).await;
     suite.relay.deliver().await.unwrap();
-    let failures: Vec<String> =
-        suite.audit.events().iter().filter(|e| !e.error.is_empty()).map(|e| e.error.clone()).collect();
+    let failures: Vec<String> = suite
+        .audit
+        .records(audit::RecordFilter::default())
+        .await
+        .iter()
+        .filter(|e| !e.error.is_empty())
+        .map(|e| e.error.clone())
+        .collect();
     assert!(failures.is_empty(), "{failures:?}");
     let counters = first.counters.unwrap();
     assert_eq!(first.status, pb::RunStatus::Partial as i32, "{first:?}");
@@ -298,16 +325,56 @@ async fn runs_create_due_snapshots_in_each_project_block_on_quota_retain_and_nev
     assert_eq!(deleted.len(), 3);
     println!("first run: {} OpenStack calls {stats:?}", calls(&stats));
 
-    // Every created snapshot has its audit record once the relay delivered the outbox.
+    // Every created snapshot has its audit record once the relay delivered the outbox, each in
+    // the volume's project with the figures of the block, and audit-svc's own summary of the run
+    // agrees with snapshot-svc's.
     suite.relay.deliver().await.unwrap();
-    let events = suite.audit.events();
-    let created_events = events
-        .iter()
-        .filter(|e| e.kind == audit::EventKind::SnapshotCreated as i32 && e.run_id == first.run_id)
-        .count();
-    assert_eq!(created_events, 8);
-    assert!(events.iter().any(|e| e.kind == audit::EventKind::SnapshotQuotaBlocked as i32));
-    assert_eq!(*suite.audit.syncs.lock().unwrap(), 2, "inventory_pre and inventory_post");
+    assert_eq!(suite.relay.deliver().await.unwrap(), 0, "the outbox is drained");
+    let recorded = suite.audit.of_kinds(&first.run_id, &[audit::EventKind::SnapshotCreated]).await;
+    let mut recorded_ids: Vec<&str> = recorded.iter().map(|e| e.snapshot_id.as_str()).collect();
+    recorded_ids.sort_unstable();
+    let mut created_ids: Vec<&str> = created.iter().map(|s| s.id.as_str()).collect();
+    created_ids.sort_unstable();
+    assert_eq!(recorded_ids, created_ids);
+    for event in &recorded {
+        assert_eq!(Some(&event.project_id), project_of.get(&event.volume_id), "{event:?}");
+        assert_eq!(event.region, "RegionOne");
+    }
+    let blocked = suite.audit.of_kinds(&first.run_id, &[audit::EventKind::SnapshotQuotaBlocked]).await;
+    assert_eq!(blocked.len(), 1);
+    let figures = blocked[0].quota.as_ref().unwrap();
+    assert_eq!(
+        (figures.snapshot_quota_limit, figures.snapshot_quota_used, figures.snapshot_quota_needed),
+        (2, 2, 1)
+    );
+    let deleted_records = suite.audit.of_kinds(&first.run_id, &[audit::EventKind::SnapshotDeleted]).await;
+    let mut deleted_recorded: Vec<&String> = deleted_records.iter().map(|e| &e.snapshot_id).collect();
+    deleted_recorded.sort_unstable();
+    let mut deleted_sorted = deleted.clone();
+    deleted_sorted.sort_unstable();
+    assert_eq!(deleted_recorded, deleted_sorted);
+    let summary = suite.audit.run(&first.run_id).await.unwrap();
+    assert_eq!(summary.status, audit::RunStatus::Partial as i32, "{summary:?}");
+    let audited = summary.counters.unwrap();
+    assert_eq!(
+        (audited.snapshots_created, audited.quota_blocked, audited.snapshots_deleted),
+        (8, 1, 3),
+        "{audited:?}"
+    );
+    // inventory_pre and inventory_post both reached audit-svc: their steps completed there, and
+    // the inventory audit-svc applied was listed during this run.
+    let steps = suite.audit.of_kinds(&first.run_id, &[audit::EventKind::RunStep]).await;
+    for step in [audit::StepKey::InventoryPre, audit::StepKey::InventoryPost] {
+        let completed = steps.iter().any(|e| match &e.run_detail {
+            Some(audit::event::RunDetail::RunStep(change)) => {
+                change.step == step as i32 && change.status == audit::PhaseStatus::Completed as i32
+            }
+            _ => false,
+        });
+        assert!(completed, "{step:?} completed in audit-svc: {steps:?}");
+    }
+    let synced = suite.audit.inventory_synced_at().await.expect("an inventory was applied");
+    assert!(synced.seconds >= first.started_at.unwrap().seconds, "{synced:?}");
 
     // The second run creates nothing: every due slot is taken (tight is still blocked).
     tokio::time::sleep(std::time::Duration::from_millis(400)).await; // creating -> available
@@ -435,9 +502,13 @@ async fn api_validates_requests_and_allows_one_active_manual_run() {
     assert_eq!(bad_page.code(), tonic::Code::InvalidArgument);
 }
 
-/// A generated cloud (SNAPKEEPER_SCALE_PROJECTS projects, default 20, x 10 volumes) with 3 policies
-/// per volume: every pair is due once, then never again; OpenStack calls grow with projects and
-/// snapshots made, not with volumes x snapshots.
+/// Must-show 2 at any size: a generated cloud (SNAPKEEPER_SCALE_PROJECTS projects, default 20, x 10
+/// volumes) with 3 policies per volume. Every tenth project has a snapshot quota of 20 (30 due:
+/// 10 blocked, the largest volumes, with figures); every tenth project but those has six of our
+/// earlier daily_5 snapshots on one volume (retention keeps 5: one planned delete per run). The
+/// first run creates exactly the due snapshots, each in its volume's project; the second creates
+/// none; both delete exactly the planned ones. OpenStack calls per operation grow with projects
+/// and snapshots made, not with volumes x snapshots. Prints the figures and wall times.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_grow_with_projects_and_snapshots_made() {
     let projects: usize =
@@ -454,49 +525,185 @@ async fn calls_grow_with_projects_and_snapshots_made() {
         password: SERVICE_PASSWORD.to_owned(),
         ..UserSpec::default()
     });
-    let names: Vec<String> = scenario.projects.iter().map(|p| p.name.clone()).collect();
-    for name in names {
+    let names: Vec<String> =
+        scenario.projects.iter().filter(|p| p.name.starts_with("project-")).map(|p| p.name.clone()).collect();
+    let tight: Vec<&String> = names.iter().step_by(10).collect();
+    let seeded: Vec<&String> = names.iter().skip(1).step_by(10).collect();
+    for name in &names {
         scenario.assignments.push(AssignmentSpec {
             user: SERVICE_USER.to_owned(),
             role: "member".to_owned(),
-            project: Some(name),
+            project: Some(name.clone()),
             domain: None,
         });
+    }
+    for name in &tight {
+        let quota = QuotaSpec { volumes: Some(-1), snapshots: Some(20), gigabytes: Some(-1) };
+        scenario.quotas.insert((*name).clone(), quota);
+    }
+    for name in &seeded {
+        for day in 1..=6 {
+            let slot =
+                (Utc::now() - Duration::days(day)).date_naive().and_hms_opt(0, 0, 0).unwrap().and_utc();
+            scenario.snapshots.push(SnapshotSpec {
+                volume: format!("{name}-vol-000"),
+                name: format!("{name}-earlier-{day}"),
+                metadata: BTreeMap::from([
+                    ("created_by".to_owned(), "snapkeeper".to_owned()),
+                    ("policy".to_owned(), "daily_5".to_owned()),
+                    ("slot".to_owned(), slot.to_rfc3339()),
+                ]),
+                created_at: Some(days_ago(day)),
+                ..SnapshotSpec::default()
+            });
+        }
     }
     let rules = r#"[{"name": "all", "priority": 1, "match": {}, "auto_snapshot": true,
         "policies": ["daily_5", "weekly_4", "monthly_1st"]}]"#;
     let mut suite = start_with(scenario, rules).await;
-    let started = std::time::Instant::now();
-    let (first, _, stats) = suite.run(false).await;
-    let counters = first.counters.unwrap();
+    let volumes = suite
+        .admin
+        .cinder()
+        .volumes(&openstack::VolumeQuery { all_tenants: true, ..openstack::VolumeQuery::default() })
+        .await
+        .unwrap();
+    let project_of: BTreeMap<String, String> =
+        volumes.iter().map(|v| (v.id.clone(), v.project_id.clone().unwrap())).collect();
+    let before: BTreeSet<String> = suite.snapshots().await.into_iter().map(|s| s.id).collect();
+    // The planned deletes: the oldest earlier snapshot of each seeded project.
+    let oldest: BTreeSet<String> = suite
+        .snapshots()
+        .await
+        .into_iter()
+        .filter(|s| s.name.ends_with("-earlier-6"))
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(oldest.len(), seeded.len());
+
     let pairs = (projects * 10 * 3) as i64;
+    let blocked = (tight.len() * 10) as i64;
+    let started = std::time::Instant::now();
+    let (first, blocks, stats) = suite.run(false).await;
+    let first_took = started.elapsed();
+    let counters = first.counters.unwrap();
     assert_eq!(
-        (counters.due, counters.snapshots_created, counters.snapshots_failed),
-        (pairs, pairs, 0),
+        (
+            counters.due,
+            counters.snapshots_created,
+            counters.quota_blocked,
+            counters.snapshots_deleted,
+            counters.snapshots_failed,
+            counters.deletes_failed
+        ),
+        (pairs, pairs - blocked, blocked, seeded.len() as i64, 0, 0),
         "{counters:?}"
     );
-    assert_eq!(stats.get("cinder.snapshots.create").copied(), Some(pairs as u64));
+    assert_eq!(blocks.len() as i64, blocked);
+    for block in &blocks {
+        assert_eq!(block.reason, pb::QuotaBlockReason::SnapshotsExceeded as i32, "{block:?}");
+        assert_eq!(
+            (block.snapshot_quota_limit, block.snapshot_quota_used, block.snapshot_quota_needed),
+            (20, 20, 1),
+            "{block:?}"
+        );
+        assert!(tight.contains(&&block.project_name), "{block:?}");
+    }
+    let after = suite.snapshots().await;
+    let created: Vec<&openstack::Snapshot> = after.iter().filter(|s| !before.contains(&s.id)).collect();
+    assert_eq!(created.len() as i64, pairs - blocked);
+    let mut per_slot = BTreeSet::new();
+    for snapshot in &created {
+        assert_eq!(
+            snapshot.project_id.as_ref(),
+            project_of.get(&snapshot.volume_id),
+            "in the volume's project"
+        );
+        let key = |k: &str| snapshot.metadata.get(k).cloned().unwrap_or_default();
+        assert!(
+            per_slot.insert((key("original_volume_id"), key("policy"), key("slot"))),
+            "duplicate {snapshot:?}"
+        );
+    }
+    let gone: BTreeSet<String> =
+        before.iter().filter(|id| !after.iter().any(|s| &s.id == *id)).cloned().collect();
+    assert_eq!(gone, oldest, "retention deleted exactly the planned snapshots");
+    assert_eq!(stats.get("cinder.snapshots.create").copied(), Some((pairs - blocked) as u64));
+    assert_eq!(stats.get("cinder.snapshots.delete").copied(), Some(seeded.len() as u64));
     assert_eq!(stats.get("cinder.quota_sets.get").copied(), Some(projects as u64));
     // Listing: the pages of volumes and snapshots, twice (inventory_pre's listing is reused by the
     // snapshots step; inventory_post lists again), plus policy-svc's one volume listing for
     // policy_assign, whatever the number of volumes x snapshots.
-    let listing = stats.get("cinder.snapshots.list").copied().unwrap_or(0)
-        + stats.get("cinder.volumes.list").copied().unwrap_or(0);
-    let pages = |items: i64| 1 + items as u64 / 500;
-    let volume_pages = pages(projects as i64 * 10);
-    assert!(listing <= 2 * (volume_pages + pages(pairs)) + volume_pages, "{stats:?}");
-    println!(
-        "{projects} projects x 10 volumes x 3 policies: first run {} calls in {:?} {stats:?}",
-        calls(&stats),
-        started.elapsed()
+    let listing = |stats: &BTreeMap<String, u64>| {
+        stats.get("cinder.snapshots.list").copied().unwrap_or(0)
+            + stats.get("cinder.volumes.list").copied().unwrap_or(0)
+    };
+    let pages = |items: usize| 1 + items as u64 / 500;
+    let volume_pages = pages(projects * 10);
+    let snapshot_pages = pages(before.len() + created.len());
+    assert!(listing(&stats) <= 2 * (volume_pages + snapshot_pages) + volume_pages, "{stats:?}");
+    // policy_assign writes metadata only where it changes: on this first run every volume (the
+    // generator tagged some with daily_5 only), on the second none.
+    let tagged = stats.get("cinder.volumes.metadata.set").copied().unwrap_or(0);
+    assert!(tagged <= (projects * 10) as u64, "{stats:?}");
+    // Everything else is per project with work (quota, token, role check) or per snapshot made
+    // or deleted (create; delete and its confirmation).
+    let bound = |projects_with_work: usize, made: u64, deleted: u64| {
+        8 * projects_with_work as u64 + made + 4 * deleted + 3 * (volume_pages + snapshot_pages) + 20
+    };
+    assert!(
+        calls(&stats) - tagged <= bound(projects, (pairs - blocked) as u64, seeded.len() as u64),
+        "{stats:?}"
     );
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
-    let (second, _, stats) = suite.run(false).await;
+
+    // The audit trail has every create and block once the outbox is relayed.
+    suite.relay.deliver().await.unwrap();
+    let recorded = suite.audit.of_kinds(&first.run_id, &[audit::EventKind::SnapshotCreated]).await;
+    assert_eq!(recorded.len() as i64, pairs - blocked);
+    let audited_blocks = suite.audit.of_kinds(&first.run_id, &[audit::EventKind::SnapshotQuotaBlocked]).await;
+    assert_eq!(audited_blocks.len() as i64, blocked);
+    assert!(audited_blocks.iter().all(|e| e.quota.as_ref().is_some_and(|q| q.snapshot_quota_limit == 20)));
+
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await; // creating -> available
+    let started = std::time::Instant::now();
+    let (second, _, second_stats) = suite.run(false).await;
+    let second_took = started.elapsed();
     let counters = second.counters.unwrap();
-    assert_eq!((counters.due, counters.snapshots_created), (0, 0));
-    assert_eq!(stats.get("cinder.snapshots.create"), None);
-    assert_eq!(stats.get("cinder.quota_sets.get"), None, "projects without due pairs cost nothing");
-    println!("second run: {} calls {stats:?}", calls(&stats));
+    // Only the blocked pairs are still due (and blocked again); the earlier snapshots' volume now
+    // has 5 earlier + 1 new available: retention deletes one more per seeded project.
+    assert_eq!(
+        (counters.due, counters.snapshots_created, counters.quota_blocked, counters.snapshots_deleted),
+        (blocked, 0, blocked, seeded.len() as i64),
+        "{counters:?}"
+    );
+    assert_eq!(second_stats.get("cinder.snapshots.create"), None);
+    assert_eq!(second_stats.get("cinder.volumes.metadata.set"), None, "the tags are in place");
+    assert_eq!(
+        second_stats.get("cinder.quota_sets.get").copied().unwrap_or(0),
+        tight.len() as u64,
+        "only projects with due pairs read their quota"
+    );
+    assert!(
+        calls(&second_stats) <= bound(tight.len() + seeded.len(), 0, seeded.len() as u64),
+        "{second_stats:?}"
+    );
+    println!(
+        "scale: {projects} projects x 10 volumes x 3 policies ({} volumes, {} snapshots listed before)\n\
+         first run {first_took:.1?} ({}): due {pairs}, created {}, quota-blocked {blocked} (limit 20, used 20, needed 1), \
+         deleted {} (planned {}); {} OpenStack calls {stats:?}\n\
+         second run {second_took:.1?} ({}): due {}, created 0, quota-blocked {}, deleted {}; {} OpenStack calls {second_stats:?}",
+        projects * 10,
+        before.len(),
+        step_times(&first),
+        pairs - blocked,
+        seeded.len(),
+        oldest.len(),
+        calls(&stats),
+        step_times(&second),
+        counters.due,
+        counters.quota_blocked,
+        counters.snapshots_deleted,
+        calls(&second_stats),
+    );
 }
 
 /// snapshot-svc starts and serves with no identity-svc, policy-svc, audit-svc or cloud reachable

@@ -118,6 +118,14 @@ async fn exercise(store: Store) {
     assert!(store.due_outbox(t0, 10).await.unwrap().is_empty());
     let later = store.due_outbox(t0 + Duration::minutes(2), 10).await.unwrap();
     assert_eq!(later[0].attempts, 1);
+    // A relay's claim holds the entries: a second relay finds nothing until the hold ends.
+    let t2 = t0 + Duration::minutes(2);
+    assert_eq!(store.claim_outbox(t2, Duration::minutes(1), 10).await.unwrap().len(), 2);
+    assert!(store.claim_outbox(t2, Duration::minutes(1), 10).await.unwrap().is_empty());
+    assert_eq!(
+        store.claim_outbox(t2 + Duration::minutes(2), Duration::minutes(1), 1).await.unwrap().len(),
+        1
+    );
     store.ack_outbox(&ids).await.unwrap();
     assert_eq!(store.outbox_len().await.unwrap(), 0);
 
