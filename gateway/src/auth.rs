@@ -111,6 +111,11 @@ impl Auth {
     /// The principal of a Keystone identity, or 403 when no role maps to a permission or the token
     /// is not scoped to a project (or the system).
     fn principal(&self, identity: &UserIdentity) -> Result<Principal, ApiError> {
+        if !matches!(identity.scope(), TokenScope::System | TokenScope::Project) {
+            return Err(ApiError::forbidden(
+                "the token is not scoped to a project: name a project to sign in to (the account has no default project)",
+            ));
+        }
         let permission = self.role_map.permission(&identity.roles).ok_or_else(|| {
             ApiError::forbidden("none of the user's Keystone roles grants a snapkeeper permission")
         })?;
@@ -402,6 +407,9 @@ pub struct LoginRequest {
     /// project.
     #[serde(default)]
     pub project: Option<String>,
+    /// Domain of the project when it is not the user's domain.
+    #[serde(default)]
+    pub project_domain: Option<String>,
     /// Where the login form returns to (a path on this site).
     #[serde(default)]
     #[schema(ignore)]
@@ -545,6 +553,7 @@ async fn sign_in(
         password: body.password,
         user_domain_name: domain.clone(),
         project_name: body.project.filter(|p| !p.trim().is_empty()).unwrap_or_default(),
+        project_domain_name: body.project_domain.filter(|d| !d.trim().is_empty()).unwrap_or_default(),
         ..AuthenticateUserRequest::default()
     };
     let identity = match auth.identity.clone().authenticate_user(request).await {

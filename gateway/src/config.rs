@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use secrecy::SecretString;
-use service_kit::config::{SecurityArgs, ServiceUrls, TelemetryArgs, parse_secret};
+use service_kit::config::{MetricsArgs, SecurityArgs, ServiceUrls, TelemetryArgs, parse_secret};
 
 use crate::rbac::RoleMap;
 
@@ -30,6 +30,9 @@ pub struct Config {
     /// Logs and traces.
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+    /// Prometheus `/metrics` listener.
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 /// User authentication: session tokens, Keystone role mapping, login throttling.

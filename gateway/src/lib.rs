@@ -9,7 +9,8 @@
 //! [`exclusions`], [`catalog`], [`rules`], [`evaluate`], [`runs`] (with run-now and Server-Sent
 //! Events), [`records`] (with CSV export), [`compliance`] and [`forecast`]. [`pages`] renders the
 //! UI server-side from the same calls; [`api_doc`] publishes the OpenAPI 3.1 document generated
-//! from the handlers; [`health`] aggregates the services' health for `/healthz`.
+//! from the handlers; [`health`] aggregates the services' health for `/healthz`; [`metrics`]
+//! counts and times every routed request for Prometheus.
 
 pub mod api_doc;
 pub mod assignments;
@@ -22,6 +23,7 @@ pub mod evaluate;
 pub mod exclusions;
 pub mod forecast;
 pub mod health;
+pub mod metrics;
 pub mod pages;
 pub mod paging;
 pub mod policy_sets;
@@ -155,6 +157,7 @@ fn router(state: AppState, max_body_bytes: usize) -> Router {
     };
     api.merge(api_doc::routes(openapi))
         .merge(pages::routes(state))
+        .layer(axum::middleware::from_fn(metrics::track))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(security_header(header::CONTENT_SECURITY_POLICY, CSP))
         .layer(security_header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))

@@ -24,7 +24,9 @@ use crate::paging::PageQuery;
 use crate::policy_sets::PolicySetView;
 use crate::rbac::{Permission, Principal, Scope};
 use crate::records::RecordView;
-use crate::runs::{BatchView, RunNowStatus, RunQuery, RunView, latest_manual, progress, runs_page};
+use crate::runs::{
+    BatchView, QuotaBlockView, RunNowStatus, RunQuery, RunView, latest_manual, progress, runs_page,
+};
 
 /// What every page shows around its content.
 struct Frame {
@@ -125,9 +127,27 @@ struct CompliancePage {
     next: Option<String>,
     export: String,
     chart: Option<TrendChart>,
-    projects: Vec<String>,
+    domains: Vec<Choice>,
+    projects: Vec<Choice>,
     policies: Vec<String>,
     error: Option<String>,
+}
+
+/// An option of a filter: the id sent, the name shown.
+struct Choice {
+    id: String,
+    name: String,
+}
+
+/// The roll-ups as options sorted by name, keeping `current` selectable even when it has no rows.
+fn choices(rollups: &[crate::compliance::RollupView], current: &str) -> Vec<Choice> {
+    let mut out: Vec<Choice> =
+        rollups.iter().map(|r| Choice { id: r.key.clone(), name: r.name.clone() }).collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
+    if !current.is_empty() && !out.iter().any(|c| c.id == current) {
+        out.push(Choice { id: current.to_owned(), name: current.to_owned() });
+    }
+    out
 }
 
 /// The form values, echoed back.
@@ -241,10 +261,24 @@ async fn compliance_page(
         project_id: query.project_id.clone(),
         policy: query.policy.clone(),
     };
-    let (result, trend) = futures::join!(
+    // The filter options come from the caller's whole view, not from the filtered rows.
+    let everything = ComplianceQuery {
+        include_rollups: true,
+        include_manual_snapshots: Some(false),
+        ..ComplianceQuery::default()
+    };
+    let one_row = PageQuery { limit: Some(1), offset: None, page_token: None };
+    let (result, trend, options) = futures::join!(
         compliance(&state.upstream, &principal, &query, &page),
-        trend(&state.upstream, &principal, &trend_query)
+        trend(&state.upstream, &principal, &trend_query),
+        compliance(&state.upstream, &principal, &everything, &one_row)
     );
+    let (domains, projects) = match &options {
+        Ok(all) => {
+            (choices(&all.by_domain, &filters.tenant_id), choices(&all.by_project, &filters.project_id))
+        }
+        Err(_) => (choices(&[], &filters.tenant_id), choices(&[], &filters.project_id)),
+    };
     let mut error = None;
     let data = match result {
         Ok(data) => Some(data),
@@ -278,16 +312,17 @@ async fn compliance_page(
             SortLink { label, href: filters.href("/", key, descending, 0), sort }
         })
         .collect();
-    let (rows, count, summary, projects, policies) = match data {
+    let (rows, count, summary, policies) = match data {
         Some(data) => {
-            let mut projects: Vec<String> = data.by_project.iter().map(|r| r.key.clone()).collect();
-            projects.sort();
-            let mut policies: Vec<String> = data.rows.iter().map(|r| r.policy_name.clone()).collect();
+            let mut policies: Vec<String> = match &options {
+                Ok(all) => all.by_policy.iter().map(|r| r.key.clone()).collect(),
+                Err(_) => data.rows.iter().map(|r| r.policy_name.clone()).collect(),
+            };
             policies.sort();
             policies.dedup();
-            (data.rows, data.count, data.summary, projects, policies)
+            (data.rows, data.count, data.summary, policies)
         }
-        None => (Vec::new(), 0, SummaryView::default(), Vec::new(), Vec::new()),
+        None => (Vec::new(), 0, SummaryView::default(), Vec::new()),
     };
     let offset = filters.offset;
     let previous = (offset > 0)
@@ -306,6 +341,7 @@ async fn compliance_page(
         next,
         export,
         chart,
+        domains,
         projects,
         policies,
         error,
@@ -361,6 +397,7 @@ struct RunPage {
     frame: Frame,
     run: RunView,
     batches: Vec<BatchView>,
+    quota_blocks: Vec<QuotaBlockView>,
     records: Vec<RecordView>,
     active: bool,
     progress: u32,
@@ -402,6 +439,7 @@ async fn run_page(
         active: view.is_active,
         run: view.run,
         batches: view.batches,
+        quota_blocks: view.quota_blocks,
         records,
     }
     .into_response()

@@ -167,4 +167,109 @@ function setUpRules() {
   });
 }
 
-document.addEventListener("DOMContentLoaded", () => { setUpRuns(); setUpExplain(); setUpRules(); });
+// --- policy sets, assignments, exclusions -----------------------------------------------------
+
+function list(value) {
+  return value.split(",").map((v) => v.trim()).filter((v) => v.length > 0);
+}
+
+// "daily_5=5, weekly_4=4" as {daily_5: 5, weekly_4: 4}; a bad pair is sent as is for the API to name.
+function retention(value) {
+  const out = {};
+  list(value).forEach((pair) => {
+    const [name, count] = pair.split("=").map((v) => v.trim());
+    out[name] = /^\d+$/.test(count || "") ? Number(count) : count;
+  });
+  return out;
+}
+
+function report(out, status, data, okText) {
+  out.replaceChildren();
+  if (status >= 200 && status < 300) { out.append(text("p", okText, "ok")); return true; }
+  const error = data && data.error;
+  out.append(text("p", error ? error.message + (error.field ? " (" + error.field + ")" : "") : "failed: " + status, "alert"));
+  return false;
+}
+
+function field(id) { return document.getElementById(id); }
+
+function setUpEditors() {
+  const setForm = field("set-form");
+  if (setForm) {
+    document.querySelectorAll(".edit-set").forEach((button) => button.addEventListener("click", () => {
+      const d = button.dataset;
+      field("set-id").value = d.id; field("set-name").value = d.name; field("set-description").value = d.description;
+      field("set-global").checked = d.global === "true"; field("set-tenant").value = d.tenant;
+      field("set-policies").value = d.policies; field("set-retention").value = d.retention;
+      field("set-priority").value = d.priority; field("set-active").checked = d.active === "true";
+      field("set-name").focus();
+    }));
+    setForm.addEventListener("reset", () => { field("set-id").value = ""; });
+    setForm.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const id = field("set-id").value;
+      const global = field("set-global").checked;
+      const body = {
+        name: field("set-name").value.trim(), description: field("set-description").value,
+        is_global: global, policies: list(field("set-policies").value),
+        retention_map: retention(field("set-retention").value),
+        priority: Number(field("set-priority").value || 0), is_active: field("set-active").checked,
+      };
+      if (!global) body.tenant_id = field("set-tenant").value.trim();
+      const { status, data } = id
+        ? await api("PATCH", "/api/snapshot/policy-sets/" + encodeURIComponent(id), body)
+        : await api("POST", "/api/snapshot/policy-sets", body);
+      if (report(field("set-result"), status, data, "Saved policy set " + (data && data.name) + ".")) window.location.reload();
+    });
+  }
+  const assignmentForm = field("assignment-form");
+  if (assignmentForm) {
+    document.querySelectorAll(".edit-assignment").forEach((button) => button.addEventListener("click", () => {
+      const d = button.dataset;
+      field("assignment-editing").value = d.volume; field("assignment-volume").value = d.volume;
+      field("assignment-project").value = d.project; field("assignment-policies").value = d.policies;
+      field("assignment-retention").value = d.retention; field("assignment-auto").checked = d.auto === "true";
+      field("assignment-policies").focus();
+    }));
+    assignmentForm.addEventListener("reset", () => { field("assignment-editing").value = ""; });
+    assignmentForm.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const editing = field("assignment-editing").value;
+      const body = {
+        policies: list(field("assignment-policies").value),
+        retention_map: retention(field("assignment-retention").value),
+        auto_snapshot: field("assignment-auto").checked,
+      };
+      let result;
+      if (editing) {
+        result = await api("PATCH", "/api/snapshot/assignments/" + encodeURIComponent(editing), body);
+      } else {
+        body.volume_id = field("assignment-volume").value.trim();
+        body.project_id = field("assignment-project").value.trim();
+        result = await api("POST", "/api/snapshot/assignments", body);
+      }
+      if (report(field("assignment-result"), result.status, result.data, "Saved.")) window.location.reload();
+    });
+  }
+  const exclusionForm = field("exclusion-form");
+  if (exclusionForm) exclusionForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const body = { volume_id: field("exclusion-volume").value.trim() };
+    const project = field("exclusion-project").value.trim();
+    const reason = field("exclusion-reason").value.trim();
+    const expires = field("exclusion-expires").value;
+    if (project) body.project_id = project;
+    if (reason) body.exclusion_reason = reason;
+    if (expires) body.expires_at = expires;
+    const { status, data } = await api("POST", "/api/snapshot/exclusions", body);
+    if (report(field("exclusion-result"), status, data, "Excluded.")) window.location.reload();
+  });
+  document.querySelectorAll("button.delete").forEach((button) => button.addEventListener("click", async () => {
+    if (!window.confirm(button.getAttribute("aria-label") + "?")) return;
+    const { status, data } = await api("DELETE", button.dataset.path);
+    if (status === 204) { window.location.reload(); return; }
+    window.alert(data && data.error ? data.error.message : "failed: " + status);
+  }));
+}
+
+document.addEventListener("DOMContentLoaded", () => { setUpRuns(); setUpExplain(); setUpRules(); setUpEditors(); });

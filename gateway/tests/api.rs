@@ -1,7 +1,6 @@
 #![allow(clippy::unwrap_used)]
 //! Every REST endpoint through HTTP: status codes, the seed's field names, errors naming the
-//! field. policy-svc is the real service over the simulated demo cloud; identity-svc, snapshot-svc
-//! and audit-svc are the in-test stand-ins of `support` (see there) until they are committed.
+//! field; against the real suite (`support`: the four services over gRPC, the simulated cloud).
 
 mod support;
 
@@ -10,9 +9,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::{Value, json};
-use support::{PASSWORD, RECORDED_RUN, Suite, UNKNOWN_RUN};
-
-const STEP: Duration = Duration::from_millis(150);
+use support::{PASSWORD, Suite, UNKNOWN_RUN};
 
 /// The seed's rules file (exclusion first, then a catch-all), as the tests store it.
 const SEED_RULES: &str = r#"[
@@ -25,7 +22,7 @@ const SEED_RULES: &str = r#"[
 
 async fn put_rules(suite: &Suite, document: &str) -> (StatusCode, Value) {
     let request = Request::put("/api/snapshot/rules")
-        .header("x-auth-token", "ks-admin")
+        .header("x-auth-token", &suite.ks("admin"))
         .header("content-type", "application/json")
         .body(Body::from(document.to_owned()))
         .unwrap();
@@ -35,11 +32,12 @@ async fn put_rules(suite: &Suite, document: &str) -> (StatusCode, Value) {
 
 #[tokio::test]
 async fn login_issues_a_short_lived_token_and_a_strict_http_only_cookie() {
-    let suite = Suite::start(STEP).await;
+    let suite = Suite::start().await;
     let request = Request::post("/auth/login")
         .header("content-type", "application/json")
         .body(Body::from(
-            json!({"username": "member", "password": PASSWORD, "domain": "Default"}).to_string(),
+            json!({"username": "member", "password": PASSWORD, "domain": "Default", "project": "admin"})
+                .to_string(),
         ))
         .unwrap();
     let (status, headers, body) = suite.call(request).await;
@@ -66,7 +64,7 @@ async fn login_issues_a_short_lived_token_and_a_strict_http_only_cookie() {
     // A form login (the page without scripts) redirects with the cookie; a wrong one comes back.
     let form = Request::post("/auth/login")
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(Body::from(format!("username=admin&password={PASSWORD}&next=%2Fruns")))
+        .body(Body::from(format!("username=admin&password={PASSWORD}&project=admin&next=%2Fruns")))
         .unwrap();
     let (status, headers, _) = suite.call(form).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
@@ -79,11 +77,28 @@ async fn login_issues_a_short_lived_token_and_a_strict_http_only_cookie() {
     let (status, headers, _) = suite.call(wrong).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert!(headers["location"].to_str().unwrap().starts_with("/login?error=unauthenticated"));
+
+    // Without a project (the test cloud's users have no default project) Keystone issues an
+    // unscoped token, which carries no roles: refused, naming what is missing.
+    let unscoped = Request::post("/auth/login")
+        .header("content-type", "application/json")
+        .body(Body::from(json!({"username": "member", "password": PASSWORD}).to_string()))
+        .unwrap();
+    let (status, _, body) = suite.call(unscoped).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("project"), "{body}");
+    // A project the user has no role on is a wrong login, not a server error.
+    let foreign = Request::post("/auth/login")
+        .header("content-type", "application/json")
+        .body(Body::from(json!({"username": "other", "password": PASSWORD, "project": "db"}).to_string()))
+        .unwrap();
+    assert_eq!(suite.call(foreign).await.0, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
 async fn wrong_passwords_are_refused_then_throttled_and_missing_fields_are_named() {
-    let suite = Suite::start(STEP).await;
+    let suite = Suite::start().await;
     let login = |password: &str| {
         Request::post("/auth/login")
             .header("content-type", "application/json")
@@ -110,10 +125,10 @@ async fn wrong_passwords_are_refused_then_throttled_and_missing_fields_are_named
 
 #[tokio::test]
 async fn cookie_authenticated_writes_need_the_csrf_token_and_the_same_origin() {
-    let suite = Suite::start(STEP).await;
+    let suite = Suite::start().await;
     let request = Request::post("/auth/login")
         .header("content-type", "application/json")
-        .body(Body::from(json!({"username": "member", "password": PASSWORD}).to_string()))
+        .body(Body::from(json!({"username": "member", "password": PASSWORD, "project": "admin"}).to_string()))
         .unwrap();
     let (_, headers, body) = suite.call(request).await;
     let csrf = serde_json::from_slice::<Value>(&body).unwrap()["csrf_token"].as_str().unwrap().to_owned();
@@ -147,15 +162,15 @@ async fn cookie_authenticated_writes_need_the_csrf_token_and_the_same_origin() {
 
 #[tokio::test]
 async fn rules_are_validated_with_every_problem_and_a_rejected_set_changes_nothing() {
-    let suite = Suite::start(STEP).await;
-    let (status, empty) = suite.json("GET", "/api/snapshot/rules", "ks-reader", None).await;
+    let suite = Suite::start().await;
+    let (status, empty) = suite.json("GET", "/api/snapshot/rules", &suite.ks("reader"), None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(empty["version"], 0);
 
     let broken =
         r#"[{"name": "a", "match": {"size": 3, "volume_name": {"regex": "("}}, "policies": ["daily_5"]}]"#;
     let request = Request::post("/api/snapshot/rules/validate")
-        .header("x-auth-token", "ks-member")
+        .header("x-auth-token", &suite.ks("member"))
         .header("content-type", "application/json")
         .body(Body::from(broken))
         .unwrap();
@@ -170,7 +185,7 @@ async fn rules_are_validated_with_every_problem_and_a_rejected_set_changes_nothi
     assert!(problems.iter().any(|p| p["code"] == "bad_regex"));
 
     let request = Request::post("/api/snapshot/rules/validate")
-        .header("x-auth-token", "ks-member")
+        .header("x-auth-token", &suite.ks("member"))
         .header("content-type", "application/json")
         .body(Body::from(SEED_RULES))
         .unwrap();
@@ -184,12 +199,12 @@ async fn rules_are_validated_with_every_problem_and_a_rejected_set_changes_nothi
     let (status, rejected) = put_rules(&suite, broken).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(!rejected["problems"].as_array().unwrap().is_empty());
-    let (_, active) = suite.json("GET", "/api/snapshot/rules", "ks-reader", None).await;
+    let (_, active) = suite.json("GET", "/api/snapshot/rules", &suite.ks("reader"), None).await;
     assert_eq!(active["version"], 1, "the rejected document left the active set alone");
     assert_eq!(active["document"][0]["name"], "Exclude lab / playground tenants");
 
     let request = Request::put("/api/snapshot/rules?expected_version=7")
-        .header("x-auth-token", "ks-admin")
+        .header("x-auth-token", &suite.ks("admin"))
         .body(Body::from(SEED_RULES))
         .unwrap();
     assert_eq!(suite.call(request).await.0, StatusCode::CONFLICT);
@@ -197,10 +212,10 @@ async fn rules_are_validated_with_every_problem_and_a_rejected_set_changes_nothi
 
 #[tokio::test]
 async fn policy_sets_keep_the_seed_fields_defaults_and_conflicts() {
-    let suite = Suite::start(STEP).await;
+    let suite = Suite::start().await;
     let body = json!({"name": "gold", "description": "d", "policies": ["daily_5"], "retention_map": {"daily_5": 5}, "priority": 10});
     let (status, created) =
-        suite.json("POST", "/api/snapshot/policy-sets", "ks-member", Some(body.clone())).await;
+        suite.json("POST", "/api/snapshot/policy-sets", &suite.ks("member"), Some(body.clone())).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     for field in [
         "id",
@@ -223,69 +238,77 @@ async fn policy_sets_keep_the_seed_fields_defaults_and_conflicts() {
     assert_eq!(created["is_global"], true, "is_global defaults to true as in the seed");
     assert_eq!(created["created_by"], "member");
     let id = created["id"].as_i64().unwrap();
-    let (status, _) = suite.json("POST", "/api/snapshot/policy-sets", "ks-member", Some(body)).await;
+    let (status, _) = suite.json("POST", "/api/snapshot/policy-sets", &suite.ks("member"), Some(body)).await;
     assert_eq!(status, StatusCode::CONFLICT);
 
     let (status, list) =
-        suite.json("GET", "/api/snapshot/policy-sets?is_global=true", "ks-reader", None).await;
+        suite.json("GET", "/api/snapshot/policy-sets?is_global=true", &suite.ks("reader"), None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(list["count"], 1);
     assert_eq!(list["policy_sets"][0]["name"], "gold");
 
     let (status, patched) = suite
-        .json("PATCH", &format!("/api/snapshot/policy-sets/{id}"), "ks-member", Some(json!({"priority": 99})))
+        .json(
+            "PATCH",
+            &format!("/api/snapshot/policy-sets/{id}"),
+            &suite.ks("member"),
+            Some(json!({"priority": 99})),
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(patched["priority"], 99);
-    let (status, empty) =
-        suite.json("PATCH", &format!("/api/snapshot/policy-sets/{id}"), "ks-member", Some(json!({}))).await;
+    let (status, empty) = suite
+        .json("PATCH", &format!("/api/snapshot/policy-sets/{id}"), &suite.ks("member"), Some(json!({})))
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(empty["error"]["field"], "body");
 
     let bad = json!({"name": "bad", "policies": ["daily_5"], "retention_map": {"weekly_4": 2}});
-    let (status, error) = suite.json("POST", "/api/snapshot/policy-sets", "ks-member", Some(bad)).await;
+    let (status, error) =
+        suite.json("POST", "/api/snapshot/policy-sets", &suite.ks("member"), Some(bad)).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(error["error"]["field"].as_str().unwrap().contains("retention_map"), "{error}");
     let (status, error) =
-        suite.json("POST", "/api/snapshot/policy-sets", "ks-member", Some(json!({"name": 5}))).await;
+        suite.json("POST", "/api/snapshot/policy-sets", &suite.ks("member"), Some(json!({"name": 5}))).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");
     assert!(error["error"]["field"].is_string());
 
     assert_eq!(
-        suite.json("DELETE", &format!("/api/snapshot/policy-sets/{id}"), "ks-member", None).await.0,
+        suite.json("DELETE", &format!("/api/snapshot/policy-sets/{id}"), &suite.ks("member"), None).await.0,
         StatusCode::FORBIDDEN
     );
     assert_eq!(
-        suite.json("DELETE", &format!("/api/snapshot/policy-sets/{id}"), "ks-admin", None).await.0,
+        suite.json("DELETE", &format!("/api/snapshot/policy-sets/{id}"), &suite.ks("admin"), None).await.0,
         StatusCode::NO_CONTENT
     );
     assert_eq!(
-        suite.json("GET", &format!("/api/snapshot/policy-sets/{id}"), "ks-reader", None).await.0,
+        suite.json("GET", &format!("/api/snapshot/policy-sets/{id}"), &suite.ks("reader"), None).await.0,
         StatusCode::NOT_FOUND
     );
     assert_eq!(
-        suite.json("GET", "/api/snapshot/policy-sets/0", "ks-reader", None).await.0,
+        suite.json("GET", "/api/snapshot/policy-sets/0", &suite.ks("reader"), None).await.0,
         StatusCode::UNPROCESSABLE_ENTITY
     );
 }
 
 #[tokio::test]
 async fn assignments_and_exclusions_round_trip_with_the_seed_fields() {
-    let suite = Suite::start(STEP).await;
+    let suite = Suite::start().await;
     let volume = suite.cloud.volume_of("web");
     let web = suite.cloud.project("web");
     let body = json!({"volume_id": volume, "project_id": web, "policies": ["daily_5"], "retention_map": {"daily_5": 3}});
     let (status, created) =
-        suite.json("POST", "/api/snapshot/assignments", "ks-member", Some(body.clone())).await;
+        suite.json("POST", "/api/snapshot/assignments", &suite.ks("member"), Some(body.clone())).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     assert_eq!(created["auto_snapshot"], true, "auto_snapshot defaults to true as in the seed");
     assert_eq!(created["assignment_source"], "manual");
     assert_eq!(
-        suite.json("POST", "/api/snapshot/assignments", "ks-member", Some(body)).await.0,
+        suite.json("POST", "/api/snapshot/assignments", &suite.ks("member"), Some(body)).await.0,
         StatusCode::CONFLICT
     );
-    let (status, list) =
-        suite.json("GET", &format!("/api/snapshot/assignments?project_id={web}"), "ks-reader", None).await;
+    let (status, list) = suite
+        .json("GET", &format!("/api/snapshot/assignments?project_id={web}"), &suite.ks("reader"), None)
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(list["count"], 1);
     for field in ["assignments", "count", "limit", "offset"] {
@@ -296,45 +319,47 @@ async fn assignments_and_exclusions_round_trip_with_the_seed_fields() {
         .json(
             "PATCH",
             &path,
-            "ks-member",
+            &suite.ks("member"),
             Some(json!({"auto_snapshot": false, "policies": [], "retention_map": {}})),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{patched}");
     assert_eq!(patched["auto_snapshot"], false);
-    assert_eq!(suite.json("GET", &path, "ks-reader", None).await.0, StatusCode::OK);
-    assert_eq!(suite.json("DELETE", &path, "ks-member", None).await.0, StatusCode::NO_CONTENT);
-    assert_eq!(suite.json("GET", &path, "ks-reader", None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(suite.json("GET", &path, &suite.ks("reader"), None).await.0, StatusCode::OK);
+    assert_eq!(suite.json("DELETE", &path, &suite.ks("member"), None).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(suite.json("GET", &path, &suite.ks("reader"), None).await.0, StatusCode::NOT_FOUND);
 
     let exclusion = json!({"volume_id": volume, "project_id": web, "exclusion_reason": "migration"});
     let (status, created) =
-        suite.json("POST", "/api/snapshot/exclusions", "ks-member", Some(exclusion.clone())).await;
+        suite.json("POST", "/api/snapshot/exclusions", &suite.ks("member"), Some(exclusion.clone())).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     assert_eq!(created["scope"], "volume");
     assert_eq!(created["exclusion_source"], "manual");
     assert_eq!(
-        suite.json("POST", "/api/snapshot/exclusions", "ks-member", Some(exclusion)).await.0,
+        suite.json("POST", "/api/snapshot/exclusions", &suite.ks("member"), Some(exclusion)).await.0,
         StatusCode::CONFLICT
     );
-    let (_, list) = suite.json("GET", "/api/snapshot/exclusions", "ks-reader", None).await;
+    let (_, list) = suite.json("GET", "/api/snapshot/exclusions", &suite.ks("reader"), None).await;
     assert_eq!(list["count"], 1);
     assert_eq!(list["exclusions"][0]["exclusion_reason"], "migration");
     let past = json!({"volume_id": "x", "project_id": web, "expires_at": "2001-01-01"});
-    let (status, error) = suite.json("POST", "/api/snapshot/exclusions", "ks-member", Some(past)).await;
+    let (status, error) =
+        suite.json("POST", "/api/snapshot/exclusions", &suite.ks("member"), Some(past)).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(error["error"]["field"], "expires_at");
     let path = format!("/api/snapshot/exclusions/{volume}");
-    assert_eq!(suite.json("DELETE", &path, "ks-member", None).await.0, StatusCode::NO_CONTENT);
-    assert_eq!(suite.json("DELETE", &path, "ks-member", None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(suite.json("DELETE", &path, &suite.ks("member"), None).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(suite.json("DELETE", &path, &suite.ks("member"), None).await.0, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
 async fn evaluate_explains_a_volume_looked_up_in_the_cloud_and_the_catalog_shows_next_slots() {
-    let suite = Suite::start(STEP).await;
+    let suite = Suite::start().await;
     assert_eq!(put_rules(&suite, SEED_RULES).await.0, StatusCode::OK);
     let lab = suite.cloud.volume_of("lab");
-    let (status, explained) =
-        suite.json("POST", "/api/snapshot/evaluate", "ks-reader", Some(json!({"volume_id": lab}))).await;
+    let (status, explained) = suite
+        .json("POST", "/api/snapshot/evaluate", &suite.ks("reader"), Some(json!({"volume_id": lab})))
+        .await;
     assert_eq!(status, StatusCode::OK, "{explained}");
     assert_eq!(explained["source"], "rule");
     assert_eq!(explained["matched_rule_name"], "Exclude lab / playground tenants");
@@ -342,8 +367,9 @@ async fn evaluate_explains_a_volume_looked_up_in_the_cloud_and_the_catalog_shows
     assert_eq!(explained["volume"]["project_name"], "lab");
     assert!(!explained["summary"].as_str().unwrap().is_empty());
     let web = suite.cloud.volume_of("web");
-    let (_, explained) =
-        suite.json("POST", "/api/snapshot/evaluate", "ks-reader", Some(json!({"volume_id": web}))).await;
+    let (_, explained) = suite
+        .json("POST", "/api/snapshot/evaluate", &suite.ks("reader"), Some(json!({"volume_id": web})))
+        .await;
     assert_eq!(
         explained["rule_checks"][0]["matched"], false,
         "the exclusion rule was checked first and failed"
@@ -352,14 +378,20 @@ async fn evaluate_explains_a_volume_looked_up_in_the_cloud_and_the_catalog_shows
     assert_eq!(explained["policies"].as_array().unwrap().len(), 3);
 
     let (status, _) = suite
-        .json("POST", "/api/snapshot/evaluate", "ks-reader", Some(json!({"volume_id": "no-such-volume"})))
+        .json(
+            "POST",
+            "/api/snapshot/evaluate",
+            &suite.ks("reader"),
+            Some(json!({"volume_id": "no-such-volume"})),
+        )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, error) = suite.json("POST", "/api/snapshot/evaluate", "ks-reader", Some(json!({}))).await;
+    let (status, error) =
+        suite.json("POST", "/api/snapshot/evaluate", &suite.ks("reader"), Some(json!({}))).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(error["error"]["field"], "volume_id");
 
-    let (status, catalog) = suite.json("GET", "/api/snapshot/policies", "ks-reader", None).await;
+    let (status, catalog) = suite.json("GET", "/api/snapshot/policies", &suite.ks("reader"), None).await;
     assert_eq!(status, StatusCode::OK);
     let daily =
         catalog["policies"].as_array().unwrap().iter().find(|p| p["name"] == "daily_5").unwrap().clone();
@@ -367,36 +399,27 @@ async fn evaluate_explains_a_volume_looked_up_in_the_cloud_and_the_catalog_shows
     assert_eq!(daily["source"], "legacy_name");
 }
 
-async fn wait_until_finished(suite: &Suite) -> Value {
-    for _ in 0..100 {
-        let (_, status) = suite.json("GET", "/api/snapshot/run-now/status", "ks-reader", None).await;
-        if status["active"] == false && status["status"] != "idle" {
-            return status;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the run did not finish");
-}
-
 #[tokio::test]
 async fn run_now_is_accepted_once_refused_while_active_and_completes_all_four_steps() {
-    let suite = Suite::start(STEP).await;
-    let (_, idle) = suite.json("GET", "/api/snapshot/run-now/status", "ks-reader", None).await;
+    let suite = Suite::start().await;
+    let (_, idle) = suite.json("GET", "/api/snapshot/run-now/status", &suite.ks("reader"), None).await;
     assert_eq!(idle["status"], "idle");
-    let (status, accepted) = suite.json("POST", "/api/snapshot/run-now", "ks-admin", None).await;
+    let (status, accepted) = suite.json("POST", "/api/snapshot/run-now", &suite.ks("admin"), None).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
     assert_eq!(accepted["status"], "pending");
     let job = accepted["job_id"].as_str().unwrap().to_owned();
-    let (status, conflict) = suite.json("POST", "/api/snapshot/run-now", "ks-admin", None).await;
+    let (status, conflict) = suite.json("POST", "/api/snapshot/run-now", &suite.ks("admin"), None).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(conflict["job_id"], job.as_str(), "the 409 carries the active job id");
     assert_eq!(conflict["error"]["code"], "already_exists");
-    let (_, active) = suite.json("GET", "/api/snapshot/runs/active/progress", "ks-reader", None).await;
+    let (_, active) =
+        suite.json("GET", "/api/snapshot/runs/active/progress", &suite.ks("reader"), None).await;
     assert_eq!(active["active"], true);
     assert_eq!(active["run"]["id"], job.as_str());
 
-    let finished = wait_until_finished(&suite).await;
-    assert_eq!(finished["status"], "completed");
+    let finished = suite.wait_until_finished(&job).await;
+    assert_eq!(finished["status"], "completed", "{finished}");
+    suite.wait_for_records(&job).await;
     assert_eq!(finished["job_id"], job.as_str());
     assert_eq!(finished["triggered_by"], "admin");
     let steps = finished["steps"].as_array().unwrap();
@@ -405,11 +428,12 @@ async fn run_now_is_accepted_once_refused_while_active_and_completes_all_four_st
     assert!(steps.iter().all(|s| s["status"] == "completed"));
     assert_eq!(finished["progress_pct"], 100.0);
 
-    let (_, active) = suite.json("GET", "/api/snapshot/runs/active/progress", "ks-reader", None).await;
+    let (_, active) =
+        suite.json("GET", "/api/snapshot/runs/active/progress", &suite.ks("reader"), None).await;
     assert_eq!(active["active"], false);
     assert!(active["run"].is_null());
     let (status, list) =
-        suite.json("GET", "/api/snapshot/runs?status_filter=success", "ks-reader", None).await;
+        suite.json("GET", "/api/snapshot/runs?status_filter=success", &suite.ks("reader"), None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(list["count"], 1);
     for field in [
@@ -432,40 +456,48 @@ async fn run_now_is_accepted_once_refused_while_active_and_completes_all_four_st
     ] {
         assert!(list["runs"][0].get(field).is_some(), "run field {field}");
     }
-    let (status, detail) = suite.json("GET", &format!("/api/snapshot/runs/{job}"), "ks-reader", None).await;
+    let (status, detail) =
+        suite.json("GET", &format!("/api/snapshot/runs/{job}"), &suite.ks("reader"), None).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(detail["records"].is_array());
     let (status, progress) =
-        suite.json("GET", &format!("/api/snapshot/runs/{job}/progress"), "ks-reader", None).await;
+        suite.json("GET", &format!("/api/snapshot/runs/{job}/progress"), &suite.ks("reader"), None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(progress["is_active"], false);
-    assert_eq!(progress["batches"].as_array().unwrap().len(), 2);
-    assert_eq!(progress["run"]["completed_batches"], 2);
-    assert_eq!(progress["quota_blocks"][0]["block_reason"], "gigabytes_exceeded");
+    let batches = progress["batches"].as_array().unwrap();
+    assert!(batches.len() >= 2, "8 enrolled volumes in batches of 4: {progress}");
+    assert_eq!(progress["run"]["completed_batches"], batches.len());
+    assert!(progress["quota_blocks"].as_array().unwrap().is_empty(), "{progress}");
+    // One snapshot per volume enrolled by metadata (two in each of the four projects).
+    assert_eq!(detail["snapshots_created"], 8, "{detail}");
+    let records = detail["records"].as_array().unwrap();
+    assert_eq!(records.iter().filter(|r| r["action"] == "created").count(), 8, "{detail}");
     assert_eq!(
-        suite.json("GET", &format!("/api/snapshot/runs/{UNKNOWN_RUN}"), "ks-reader", None).await.0,
+        suite.json("GET", &format!("/api/snapshot/runs/{UNKNOWN_RUN}"), &suite.ks("reader"), None).await.0,
         StatusCode::NOT_FOUND
     );
     let (status, error) =
-        suite.json("GET", "/api/snapshot/runs/not-a-uuid/progress", "ks-reader", None).await;
+        suite.json("GET", "/api/snapshot/runs/not-a-uuid/progress", &suite.ks("reader"), None).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(error["error"]["field"], "run_id");
     assert_eq!(
-        suite.json("POST", &format!("/api/snapshot/runs/{job}/cancel"), "ks-admin", None).await.0,
+        suite.json("POST", &format!("/api/snapshot/runs/{job}/cancel"), &suite.ks("admin"), None).await.0,
         StatusCode::CONFLICT
     );
 
     // The slot is free again.
-    assert_eq!(suite.json("POST", "/api/snapshot/run-now", "ks-admin", None).await.0, StatusCode::ACCEPTED);
+    assert_eq!(
+        suite.json("POST", "/api/snapshot/run-now", &suite.ks("admin"), None).await.0,
+        StatusCode::ACCEPTED
+    );
 }
 
 #[tokio::test]
 async fn run_events_stream_as_sse_until_the_run_finishes_and_resume_after_last_event_id() {
-    let suite = Suite::start(STEP).await;
-    let (_, accepted) = suite.json("POST", "/api/snapshot/run-now", "ks-admin", None).await;
+    let suite = Suite::start().await;
+    let (_, accepted) = suite.json("POST", "/api/snapshot/run-now", &suite.ks("admin"), None).await;
     let job = accepted["job_id"].as_str().unwrap().to_owned();
     let request = Request::get(format!("/api/snapshot/runs/{job}/events"))
-        .header("x-auth-token", "ks-reader")
+        .header("x-auth-token", &suite.ks("reader"))
         .body(Body::empty())
         .unwrap();
     let (status, headers, body) =
@@ -474,14 +506,14 @@ async fn run_events_stream_as_sse_until_the_run_finishes_and_resume_after_last_e
     assert!(headers["content-type"].to_str().unwrap().starts_with("text/event-stream"));
     let text = String::from_utf8(body).unwrap();
     assert!(text.starts_with("id: 1\nevent: snapshot\n") || text.contains("event: snapshot"), "{text}");
-    for event in ["step_changed", "batch_started", "batch_finished", "progress", "run_finished"] {
+    for event in ["step_changed", "batch_started", "batch_finished", "run_finished"] {
         assert!(text.contains(&format!("event: {event}")), "{event} in {text}");
     }
     let last = text.lines().rev().find_map(|l| l.strip_prefix("id: ")).unwrap().parse::<i64>().unwrap();
     assert!(text.contains("\"progress_pct\":100.0"));
 
     let resumed = Request::get(format!("/api/snapshot/runs/{job}/events"))
-        .header("x-auth-token", "ks-reader")
+        .header("x-auth-token", &suite.ks("reader"))
         .header("last-event-id", (last - 1).to_string())
         .body(Body::empty())
         .unwrap();
@@ -492,13 +524,13 @@ async fn run_events_stream_as_sse_until_the_run_finishes_and_resume_after_last_e
     assert_eq!(ids, [last.to_string()], "only the events after Last-Event-ID");
 
     let bad = Request::get(format!("/api/snapshot/runs/{job}/events"))
-        .header("x-auth-token", "ks-reader")
+        .header("x-auth-token", &suite.ks("reader"))
         .header("last-event-id", "soon")
         .body(Body::empty())
         .unwrap();
     assert_eq!(suite.call(bad).await.0, StatusCode::UNPROCESSABLE_ENTITY);
     let unknown = Request::get(format!("/api/snapshot/runs/{UNKNOWN_RUN}/events"))
-        .header("x-auth-token", "ks-reader")
+        .header("x-auth-token", &suite.ks("reader"))
         .body(Body::empty())
         .unwrap();
     assert_eq!(suite.call(unknown).await.0, StatusCode::NOT_FOUND);
@@ -506,8 +538,16 @@ async fn run_events_stream_as_sse_until_the_run_finishes_and_resume_after_last_e
 
 #[tokio::test]
 async fn records_page_with_the_seed_fields_and_export_as_csv() {
-    let suite = Suite::start(STEP).await;
-    let (status, page) = suite.json("GET", "/api/snapshot/records?limit=5", "ks-reader", None).await;
+    let suite = Suite::start().await;
+    // db has no snapshot quota left: its volumes are recorded as quota-blocked.
+    suite.set_snapshot_quota("db", 0).await;
+    let run = suite.run().await;
+    assert_eq!(run["status"], "partial", "{run}");
+    let run_id = run["job_id"].as_str().unwrap().to_owned();
+    let (_, all) = suite.json("GET", "/api/snapshot/records?limit=1000", &suite.ks("reader"), None).await;
+    let total = all["count"].as_u64().unwrap();
+    assert!(total > 5, "the run recorded its snapshots and quota blocks: {all}");
+    let (status, page) = suite.json("GET", "/api/snapshot/records?limit=5", &suite.ks("reader"), None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(page["count"], 5);
     assert!(page["next_page_token"].is_string());
@@ -536,36 +576,52 @@ async fn records_page_with_the_seed_fields_and_export_as_csv() {
     ] {
         assert!(page["records"][0].get(field).is_some(), "record field {field}");
     }
-    let (_, offset) = suite.json("GET", "/api/snapshot/records?limit=5&offset=5", "ks-reader", None).await;
+    let (_, offset) =
+        suite.json("GET", "/api/snapshot/records?limit=5&offset=5", &suite.ks("reader"), None).await;
     assert_ne!(offset["records"][0]["id"], page["records"][0]["id"]);
     let token = page["next_page_token"].as_str().unwrap();
     let (_, next) = suite
-        .json("GET", &format!("/api/snapshot/records?limit=5&page_token={token}"), "ks-reader", None)
+        .json("GET", &format!("/api/snapshot/records?limit=5&page_token={token}"), &suite.ks("reader"), None)
         .await;
     assert_eq!(next["records"][0]["id"], offset["records"][0]["id"], "offset and page_token agree");
-    let (_, failed) = suite
+    let (_, created_records) = suite
         .json(
             "GET",
-            &format!("/api/snapshot/records?action=failed&snapshot_run_id={RECORDED_RUN}"),
-            "ks-reader",
+            &format!("/api/snapshot/records?action=created&snapshot_run_id={run_id}"),
+            &suite.ks("reader"),
             None,
         )
         .await;
-    assert_eq!(failed["count"], 3);
-    assert!(failed["records"].as_array().unwrap().iter().all(|r| r["status"] == "ERROR"));
+    let created = created_records["records"].as_array().unwrap();
+    assert_eq!(created.len(), 6, "one snapshot per enrolled volume outside db: {created_records}");
+    assert!(created.iter().all(|r| r["snapshot_run_id"] == run_id.as_str() && r["action"] == "created"));
+    let db = suite.cloud.project("db");
+    assert!(created.iter().all(|r| r["project_id"] != db.as_str()), "db had no quota left");
+    let (_, other_run) = suite
+        .json(
+            "GET",
+            &format!("/api/snapshot/records?snapshot_run_id={UNKNOWN_RUN}"),
+            &suite.ks("reader"),
+            None,
+        )
+        .await;
+    assert_eq!(other_run["count"], 0);
 
-    let (status, error) = suite.json("GET", "/api/snapshot/records?limit=5000", "ks-reader", None).await;
+    let (status, error) =
+        suite.json("GET", "/api/snapshot/records?limit=5000", &suite.ks("reader"), None).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(error["error"]["field"], "limit");
-    let (status, error) = suite.json("GET", "/api/snapshot/records?limit=many", "ks-reader", None).await;
+    let (status, error) =
+        suite.json("GET", "/api/snapshot/records?limit=many", &suite.ks("reader"), None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(error["error"]["field"], "limit");
-    let (status, error) = suite.json("GET", "/api/snapshot/records?action=exploded", "ks-reader", None).await;
+    let (status, error) =
+        suite.json("GET", "/api/snapshot/records?action=exploded", &suite.ks("reader"), None).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(error["error"]["field"], "action");
 
     let request = Request::get("/api/snapshot/records/export")
-        .header("x-auth-token", "ks-reader")
+        .header("x-auth-token", &suite.ks("reader"))
         .body(Body::empty())
         .unwrap();
     let (status, headers, body) = suite.call(request).await;
@@ -575,20 +631,27 @@ async fn records_page_with_the_seed_fields_and_export_as_csv() {
     let text = String::from_utf8(body).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines[0].starts_with("id,snapshot_run_id,created_at,action,status"));
-    assert_eq!(lines.len(), 13, "header and 12 records: {text}");
+    assert_eq!(lines.len() as u64, total + 1, "header and every record: {text}");
 }
 
 #[tokio::test]
 async fn compliance_keeps_the_seed_fields_filters_and_has_a_trend_and_an_export() {
-    let suite = Suite::start(STEP).await;
-    let (status, all) =
-        suite.json("GET", "/api/snapshot/compliance?include_rollups=true", "ks-reader", None).await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(all["count"], 12);
+    let suite = Suite::start().await;
+    suite.set_snapshot_quota("db", 0).await;
+    assert_eq!(suite.run().await["status"], "partial");
+    let (status, all) = suite
+        .json("GET", "/api/snapshot/compliance?include_rollups=true&limit=1000", &suite.ks("reader"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{all}");
+    let rows = all["rows"].as_array().unwrap();
+    assert_eq!(all["count"], rows.len());
     for field in ["compliant", "noncompliant", "pending", "quota_blocked", "days"] {
         assert!(all["summary"].get(field).is_some(), "summary field {field}");
     }
-    assert_eq!(all["summary"]["days"], 2);
+    let with_status = |status: &str| rows.iter().filter(|r| r["status"] == status).count();
+    assert_eq!(all["summary"]["compliant"], with_status("compliant"), "{all}");
+    assert_eq!(all["summary"]["pending"], with_status("pending"), "{all}");
+    assert_eq!(all["summary"]["total"], rows.len(), "{all}");
     for field in [
         "volume_id",
         "volume_name",
@@ -606,61 +669,124 @@ async fn compliance_keeps_the_seed_fields_filters_and_has_a_trend_and_an_export(
         "compliant",
         "status",
     ] {
-        assert!(all["rows"][0].get(field).is_some(), "row field {field}");
+        assert!(rows[0].get(field).is_some(), "row field {field}");
     }
-    assert_eq!(all["by_project"].as_array().unwrap().len(), 3);
+    // One row per enrolled (volume, policy) pair: two volumes in each of four projects, first
+    // seen enrolled by this run's inventory sync, so nothing is owed before the next daily slot.
+    assert_eq!(rows.len(), 8, "{all}");
+    assert!(rows.iter().all(|r| r["policy_name"] == "daily_5" && r["status"] == "pending"), "{all}");
     let web = suite.cloud.project("web");
+    let db = suite.cloud.project("db");
+    let by_project = all["by_project"].as_array().unwrap();
+    assert_eq!(by_project.len(), 4, "{all}");
+    let web_rollup = by_project.iter().find(|p| p["key"] == web.as_str()).unwrap();
+    assert_eq!(web_rollup["name"], "web");
+    assert_eq!(web_rollup["summary"]["total"], 2);
+    let snapshotted =
+        rows.iter().filter(|r| r["project_id"] == web.as_str() && r["last_snapshot_at"].is_string());
+    assert_eq!(snapshotted.count(), 2, "the run's snapshots of web were synced: {all}");
+    let blocked = rows.iter().filter(|r| r["project_id"] == db.as_str() && r["last_snapshot_at"].is_null());
+    assert_eq!(blocked.count(), 2, "db had no snapshot quota: {all}");
+
     let (_, filtered) = suite
         .json(
             "GET",
-            &format!("/api/snapshot/compliance?project_id={web}&status=missing,quota_blocked"),
-            "ks-reader",
+            &format!("/api/snapshot/compliance?project_id={db}&status=pending,quota_blocked"),
+            &suite.ks("reader"),
             None,
         )
         .await;
-    assert_eq!(filtered["count"], 2);
+    assert_eq!(filtered["count"], 2, "{filtered}");
     assert!(
         filtered["rows"]
             .as_array()
             .unwrap()
             .iter()
-            .all(|r| r["project_name"] == "web" && r["compliant"] == false)
+            .all(|r| r["project_name"] == "db" && r["compliant"] == false)
     );
-    let (status, error) = suite.json("GET", "/api/snapshot/compliance?days=0", "ks-reader", None).await;
+    let (_, none) = suite
+        .json(
+            "GET",
+            &format!("/api/snapshot/compliance?project_id={db}&status=compliant"),
+            &suite.ks("reader"),
+            None,
+        )
+        .await;
+    assert_eq!(none["count"], 0, "{none}");
+    let acme = suite.cloud.domain("acme");
+    let (_, domain) = suite
+        .json(
+            "GET",
+            &format!("/api/snapshot/compliance?tenant_id={acme}&limit=1000"),
+            &suite.ks("reader"),
+            None,
+        )
+        .await;
+    let domain_rows = domain["rows"].as_array().unwrap();
+    assert!(!domain_rows.is_empty(), "{domain}");
+    assert!(domain_rows.iter().all(|r| r["tenant_id"] == acme.as_str()), "{domain}");
+    assert_eq!(domain_rows.len(), rows.iter().filter(|r| r["tenant_id"] == acme.as_str()).count());
+    let (status, error) =
+        suite.json("GET", "/api/snapshot/compliance?days=0", &suite.ks("reader"), None).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(error["error"]["field"], "days");
-    let (status, error) = suite.json("GET", "/api/snapshot/compliance?status=great", "ks-reader", None).await;
+    let (status, error) =
+        suite.json("GET", "/api/snapshot/compliance?status=great", &suite.ks("reader"), None).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(error["error"]["field"], "status");
 
-    let (status, trend) = suite.json("GET", "/api/snapshot/compliance/trend?days=7", "ks-reader", None).await;
+    let (status, trend) =
+        suite.json("GET", "/api/snapshot/compliance/trend?days=7", &suite.ks("reader"), None).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(trend["series"][0]["points"].as_array().unwrap().len(), 7);
-    assert!(trend["series"][0]["points"][0]["compliance_pct"].is_number());
+    // audit-svc keeps daily points from its roll-ups; a cloud this young has none or today's.
+    assert_eq!(trend["days"], 7, "{trend}");
+    assert_eq!(trend["group_by"], "overall", "{trend}");
+    for series in trend["series"].as_array().unwrap() {
+        let points = series["points"].as_array().unwrap();
+        assert!(points.len() <= 7 && points.iter().all(|p| p["compliance_pct"].is_number()), "{trend}");
+    }
     let (status, _) =
-        suite.json("GET", "/api/snapshot/compliance/trend?group_by=galaxy", "ks-reader", None).await;
+        suite.json("GET", "/api/snapshot/compliance/trend?group_by=galaxy", &suite.ks("reader"), None).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
 
-    let request = Request::get("/api/snapshot/compliance/export?status=missing")
-        .header("x-auth-token", "ks-reader")
+    let request = Request::get("/api/snapshot/compliance/export?status=pending")
+        .header("x-auth-token", &suite.ks("reader"))
         .body(Body::empty())
         .unwrap();
     let (status, _, body) = suite.call(request).await;
     assert_eq!(status, StatusCode::OK);
     let text = String::from_utf8(body).unwrap();
     assert!(text.starts_with("Status,Volume,Volume ID"));
-    assert_eq!(text.lines().count(), 4, "header and the 3 missing rows: {text}");
+    assert_eq!(text.lines().count(), with_status("pending") + 1, "header and the pending rows: {text}");
 }
 
 #[tokio::test]
 async fn quota_forecast_keeps_the_runbook_fields() {
-    let suite = Suite::start(STEP).await;
+    let suite = Suite::start().await;
+    // Two enrolled volumes keeping 5 snapshots each do not fit in a quota of 1.
+    suite.set_snapshot_quota("db", 1).await;
     let (status, forecast) = suite
-        .json("GET", "/api/snapshot/quota-forecast?safety_margin_pct=20&horizon_hours=48", "ks-reader", None)
+        .json(
+            "GET",
+            "/api/snapshot/quota-forecast?safety_margin_pct=20&horizon_hours=48",
+            &suite.ks("reader"),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(forecast["alerts"][0]["severity"], "critical");
-    assert_eq!(forecast["ok_projects"][0]["project_name"], "db");
+    let db = suite.cloud.project("db");
+    let alerts = forecast["alerts"].as_array().unwrap();
+    assert!(
+        alerts.iter().any(|a| a["project_id"] == db.as_str() && a["severity"] == "critical"),
+        "db has no snapshot quota for its enrolled volumes: {forecast}"
+    );
+    let ok: Vec<&str> = forecast["ok_projects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["project_name"].as_str())
+        .collect();
+    assert!(ok.contains(&"web"), "{forecast}");
     assert_eq!(forecast["summary"]["safety_margin_pct"], 20.0);
     assert_eq!(forecast["summary"]["horizon_hours"], 48.0);
     for field in [
@@ -674,15 +800,16 @@ async fn quota_forecast_keeps_the_runbook_fields() {
     ] {
         assert!(forecast["summary"].get(field).is_some(), "summary field {field}");
     }
-    let (status, error) =
-        suite.json("GET", "/api/snapshot/quota-forecast?safety_margin_pct=300", "ks-reader", None).await;
+    let (status, error) = suite
+        .json("GET", "/api/snapshot/quota-forecast?safety_margin_pct=300", &suite.ks("reader"), None)
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(error["error"]["field"], "safety_margin_pct");
 }
 
 #[tokio::test]
 async fn responses_carry_request_ids_security_headers_and_body_limits_hold() {
-    let suite = Suite::start(STEP).await;
+    let suite = Suite::start().await;
     let request = Request::get("/healthz").header("x-request-id", "req-42").body(Body::empty()).unwrap();
     let (_, headers, _) = suite.call(request).await;
     assert_eq!(headers["x-request-id"], "req-42", "a caller's request id is kept");
@@ -697,7 +824,7 @@ async fn responses_carry_request_ids_security_headers_and_body_limits_hold() {
 
     let huge = "x".repeat(3 * 1024 * 1024);
     let request = Request::post("/api/snapshot/rules/validate")
-        .header("x-auth-token", "ks-member")
+        .header("x-auth-token", &suite.ks("member"))
         .header("content-type", "application/json")
         .body(Body::from(huge))
         .unwrap();
@@ -705,7 +832,7 @@ async fn responses_carry_request_ids_security_headers_and_body_limits_hold() {
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["error"]["code"], "payload_too_large");
     let request = Request::post("/api/snapshot/policy-sets")
-        .header("x-auth-token", "ks-member")
+        .header("x-auth-token", &suite.ks("member"))
         .header("content-type", "application/json")
         .body(Body::from("{not json"))
         .unwrap();
@@ -716,7 +843,7 @@ async fn responses_carry_request_ids_security_headers_and_body_limits_hold() {
 
 #[tokio::test]
 async fn the_openapi_document_is_3_1_and_lists_every_endpoint() {
-    let suite = Suite::start(STEP).await;
+    let suite = Suite::start().await;
     let (status, _, body) = suite.call(Request::get("/api/openapi.json").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::OK);
     let document: Value = serde_json::from_slice(&body).unwrap();
