@@ -8,6 +8,7 @@
 #   - the Kubernetes manifests, raw and as rendered by kustomize, validate strictly against the
 #     Kubernetes schemas of the oldest and newest versions we support (PyPI kubernetes-validate,
 #     installed into a venv when missing; the schemas ship in the package);
+#   - every snapkeeper_* series the alert rules and the Grafana dashboard use is registered in code;
 #   - the Dockerfile builds, only when a Docker engine answers and SNAPKEEPER_DOCKER_BUILD=1.
 # Exits non-zero on the first failure.
 set -euo pipefail
@@ -133,6 +134,36 @@ for version in $K8S_VERSIONS; do
   "$VENV/bin/kubernetes-validate" --strict --quiet -k "$version" "${manifests[@]}"
   echo "ok   ${#manifests[@]} files against Kubernetes $version (strict)"
 done
+
+step "metrics: every snapkeeper_* series in the alert rules and the dashboard is one the code registers"
+"$PY" - <<'PY'
+import json, pathlib, re, sys, yaml
+# Names the code registers: register("name", ...) / register_with_unit("name", ...) in any crate.
+registered = set()
+for path in pathlib.Path('..').glob('*/src/**/*.rs'):
+    registered.update(re.findall(r'register(?:_with_unit)?\(\s*"([a-z0-9_]+)"', path.read_text()))
+used = {}
+rules = yaml.safe_load(pathlib.Path('prometheus/alerts.yaml').read_text())
+for group in rules['groups']:
+    for rule in group['rules']:
+        for name in re.findall(r'snapkeeper_[a-z0-9_]+', rule['expr']):
+            used.setdefault(name, f"alert {rule['alert']}")
+for panel in json.loads(pathlib.Path('grafana/snapkeeper.json').read_text())['panels']:
+    for target in panel['targets']:
+        for name in re.findall(r'snapkeeper_[a-z0-9_]+', target['expr']):
+            used.setdefault(name, f"panel {panel['title']!r}")
+def known(name):
+    # The exposition adds the unit, then _total (counters) or _bucket/_count/_sum (histograms).
+    candidates = [name.removeprefix('snapkeeper_')]
+    for suffix in ('_total', '_bucket', '_count', '_sum', '_seconds'):
+        candidates += [c.removesuffix(suffix) for c in candidates if c.endswith(suffix)]
+    return any(c in registered for c in candidates)
+unknown = sorted(n for n in used if not known(n))
+for name in unknown:
+    print(f'FAIL {name} (in {used[name]}) is not registered by any crate')
+print(f'{len(used)} series used, {len(registered)} registered names, {len(unknown)} unknown')
+sys.exit(1 if unknown else 0)
+PY
 
 step "Dockerfile build"
 if [[ "${SNAPKEEPER_DOCKER_BUILD:-0}" == 1 ]] && docker info >/dev/null 2>&1; then

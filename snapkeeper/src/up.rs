@@ -35,6 +35,21 @@ pub struct UpArgs {
     /// Address of audit-svc.
     #[arg(long, env = "AUDIT_SVC_LISTEN", default_value = "127.0.0.1:50054")]
     pub audit_listen: SocketAddr,
+    /// Prometheus `/metrics` of the gateway (default: a free loopback port, printed at start).
+    #[arg(long, env = "GATEWAY_METRICS_LISTEN", default_value = "127.0.0.1:0")]
+    pub gateway_metrics_listen: SocketAddr,
+    /// Prometheus `/metrics` of policy-svc.
+    #[arg(long, env = "POLICY_SVC_METRICS_LISTEN", default_value = "127.0.0.1:0")]
+    pub policy_metrics_listen: SocketAddr,
+    /// Prometheus `/metrics` of identity-svc.
+    #[arg(long, env = "IDENTITY_SVC_METRICS_LISTEN", default_value = "127.0.0.1:0")]
+    pub identity_metrics_listen: SocketAddr,
+    /// Prometheus `/metrics` of snapshot-svc.
+    #[arg(long, env = "SNAPSHOT_SVC_METRICS_LISTEN", default_value = "127.0.0.1:0")]
+    pub snapshot_metrics_listen: SocketAddr,
+    /// Prometheus `/metrics` of audit-svc.
+    #[arg(long, env = "AUDIT_SVC_METRICS_LISTEN", default_value = "127.0.0.1:0")]
+    pub audit_metrics_listen: SocketAddr,
     /// A cloud from clouds.yaml; without it (and without `OS_AUTH_URL`/`PF9_AUTH_URL`) the suite
     /// runs against the built-in simulator with a demo cloud.
     #[arg(long, env = "OS_CLOUD")]
@@ -66,6 +81,8 @@ pub struct Addresses {
     pub snapshot: SocketAddr,
     /// audit-svc.
     pub audit: SocketAddr,
+    /// Each component's Prometheus `/metrics` listener, gateway first.
+    pub metrics: [(&'static str, SocketAddr); 5],
 }
 
 /// The demo cloud's own service user, which snapshots land in tenants' projects through.
@@ -148,12 +165,28 @@ pub async fn start(args: UpArgs) -> anyhow::Result<Suite> {
     let snapshot = listen(args.snapshot_listen, "snapshot-svc").await?;
     let audit = listen(args.audit_listen, "audit-svc").await?;
     let gateway = listen(args.gateway_listen, "gateway").await?;
+    let mut metrics_listeners = Vec::with_capacity(5);
+    for (name, address) in [
+        ("gateway", args.gateway_metrics_listen),
+        ("policy-svc", args.policy_metrics_listen),
+        ("identity-svc", args.identity_metrics_listen),
+        ("snapshot-svc", args.snapshot_metrics_listen),
+        ("audit-svc", args.audit_metrics_listen),
+    ] {
+        let listener = listen(address, name).await.context("binding the metrics listener")?;
+        metrics_listeners.push((name, listener));
+    }
+    let mut metrics = [("", args.gateway_metrics_listen); 5];
+    for (slot, (name, listener)) in metrics.iter_mut().zip(&metrics_listeners) {
+        *slot = (*name, listener.local_addr()?);
+    }
     let addresses = Addresses {
         gateway: gateway.local_addr()?,
         policy: policy.local_addr()?,
         identity: identity.local_addr()?,
         snapshot: snapshot.local_addr()?,
         audit: audit.local_addr()?,
+        metrics,
     };
 
     let cloud = cloud(&args).await?;
@@ -172,6 +205,22 @@ pub async fn start(args: UpArgs) -> anyhow::Result<Suite> {
             config.telemetry = telemetry.clone();
             config
         }};
+    }
+    for (name, listener) in metrics_listeners {
+        let mut registry = service_kit::metrics::registry();
+        match name {
+            "gateway" => gateway::metrics::register(&mut registry),
+            "policy-svc" => policy_svc::metrics::register(&mut registry),
+            "identity-svc" => identity_svc::metrics::register(&mut registry),
+            "snapshot-svc" => {
+                let config = snapshot_svc::Config::try_parse_from(["snapshot-svc"])
+                    .context("configuring snapshot-svc")?;
+                snapshot_svc::metrics::register(&mut registry, &config, chrono::Utc::now());
+            }
+            _ => audit_svc::metrics::register(&mut registry),
+        }
+        let stopped = stop.clone().cancelled_owned();
+        tasks.spawn(supervise(name, service_kit::metrics::serve(listener, registry, stopped)));
     }
     let url = |address: SocketAddr| format!("http://{address}");
     let urls = ServiceUrls {
@@ -256,6 +305,10 @@ impl Suite {
             ("audit-svc", a.audit),
         ] {
             let _ = writeln!(text, "  {name:<16} grpc://{address}");
+        }
+        text.push('\n');
+        for (name, address) in a.metrics {
+            let _ = writeln!(text, "  {name:<16} metrics http://{address}/metrics");
         }
         let _ = write!(
             text,
