@@ -289,7 +289,10 @@ impl Suite {
         let cloud = match &self.cloud {
             Cloud::Real(config) => format!("cloud {}", config.auth_url),
             Cloud::Simulated { handle, .. } => {
-                format!("simulated demo cloud {}, users demo-admin / demo-reader", handle.auth_url())
+                format!(
+                    "simulated demo cloud {}, users demo-admin (project admin) / demo-reader (project web)",
+                    handle.auth_url()
+                )
             }
         };
         let mut text = format!("Snapkeeper is up ({}; {cloud}).\n\n", self.storage);
