@@ -5,6 +5,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
+use service_kit::ServiceError;
+use service_kit::error::check_short_text;
 use snapkeeper_proto::audit::v1::audit_service_server::AuditService;
 use snapkeeper_proto::audit::v1::{self as pb, EventKind};
 use snapkeeper_proto::tonic::codegen::BoxStream;
@@ -64,6 +66,33 @@ fn enum_name<E: TryFrom<i32>>(
         Ok(e) if value != 0 => Ok(stored_name(name(&e), prefix)),
         _ => Err(AuditError::invalid(field, "unspecified or unknown value")),
     }
+}
+
+/// Refuses any present filter value that no stored id or name could equal.
+fn check_filters(prefix: &str, fields: &[(&str, Option<&String>)]) -> Result<(), ServiceError> {
+    for (name, value) in fields {
+        if let Some(value) = value {
+            check_short_text(&format!("{prefix}{name}"), value)?;
+        }
+    }
+    Ok(())
+}
+
+fn check_record_filter(filter: Option<&pb::RecordFilter>) -> Result<(), ServiceError> {
+    let Some(f) = filter else { return Ok(()) };
+    check_filters(
+        "filter.",
+        &[
+            ("run_id", f.run_id.as_ref()),
+            ("volume_id", f.volume_id.as_ref()),
+            ("domain_id", f.domain_id.as_ref()),
+            ("project_id", f.project_id.as_ref()),
+            ("policy_name", f.policy_name.as_ref()),
+            ("actor", f.actor.as_ref()),
+            ("snapshot_id", f.snapshot_id.as_ref()),
+            ("region", f.region.as_ref()),
+        ],
+    )
 }
 
 fn record_query(filter: Option<&pb::RecordFilter>) -> Result<RecordQuery, AuditError> {
@@ -402,6 +431,10 @@ impl AuditService for AuditApi {
         request: Request<pb::ListRunsRequest>,
     ) -> Result<Response<pb::ListRunsResponse>, Status> {
         let request = request.into_inner();
+        check_filters(
+            "",
+            &[("triggered_by", request.triggered_by.as_ref()), ("run_id", request.run_id.as_ref())],
+        )?;
         let limit = page_size(request.page_size)?;
         let filters = format!(
             "{:?}",
@@ -445,6 +478,7 @@ impl AuditService for AuditApi {
         request: Request<pb::ListRecordsRequest>,
     ) -> Result<Response<pb::ListRecordsResponse>, Status> {
         let request = request.into_inner();
+        check_record_filter(request.filter.as_ref())?;
         let query = record_query(request.filter.as_ref())?;
         let filters = format!("{:?}/{}", request.filter, request.oldest_first);
         let (records, next_page_token) = record_page(
@@ -465,6 +499,7 @@ impl AuditService for AuditApi {
         request: Request<pb::ExportRecordsRequest>,
     ) -> Result<Response<BoxStream<pb::ExportRecordsResponse>>, Status> {
         let request = request.into_inner();
+        check_record_filter(request.filter.as_ref())?;
         let query = record_query(request.filter.as_ref())?;
         let limit = usize::try_from(request.limit)
             .map_err(|_| AuditError::invalid("limit", "must not be negative"))?;
@@ -512,7 +547,18 @@ impl AuditService for AuditApi {
         &self,
         request: Request<pb::GetComplianceRequest>,
     ) -> Result<Response<pb::GetComplianceResponse>, Status> {
-        Ok(Response::new(self.get_compliance_inner(request.into_inner()).await?))
+        let request = request.into_inner();
+        check_filters(
+            "",
+            &[
+                ("tenant_id", request.tenant_id.as_ref()),
+                ("project_id", request.project_id.as_ref()),
+                ("policy", request.policy.as_ref()),
+                ("volume_id", request.volume_id.as_ref()),
+                ("region", request.region.as_ref()),
+            ],
+        )?;
+        Ok(Response::new(self.get_compliance_inner(request).await?))
     }
 
     #[tracing::instrument(skip_all)]
@@ -520,7 +566,16 @@ impl AuditService for AuditApi {
         &self,
         request: Request<pb::ComplianceTrendRequest>,
     ) -> Result<Response<pb::ComplianceTrendResponse>, Status> {
-        Ok(Response::new(self.trend_inner(request.into_inner()).await?))
+        let request = request.into_inner();
+        check_filters(
+            "",
+            &[
+                ("tenant_id", request.tenant_id.as_ref()),
+                ("project_id", request.project_id.as_ref()),
+                ("policy", request.policy.as_ref()),
+            ],
+        )?;
+        Ok(Response::new(self.trend_inner(request).await?))
     }
 
     #[tracing::instrument(skip_all, fields(actor = %request.get_ref().actor))]
@@ -529,6 +584,7 @@ impl AuditService for AuditApi {
         request: Request<pb::RecordComplianceSnapshotRequest>,
     ) -> Result<Response<pb::RecordComplianceSnapshotResponse>, Status> {
         let actor = request.into_inner().actor;
+        check_short_text("actor", &actor)?;
         let (date, rows, summary, recorded_at) = self.report.record_snapshot().await?;
         let policies: HashSet<&str> = rows.iter().map(|r| r.policy_name.as_str()).collect();
         tracing::info!(%date, rows = rows.len(), %actor, "recorded a compliance roll-up");
@@ -575,6 +631,16 @@ impl AuditService for AuditApi {
         request: Request<pb::ListQuotaBlocksRequest>,
     ) -> Result<Response<pb::ListQuotaBlocksResponse>, Status> {
         let request = request.into_inner();
+        check_filters(
+            "",
+            &[
+                ("run_id", request.run_id.as_ref()),
+                ("project_id", request.project_id.as_ref()),
+                ("domain_id", request.domain_id.as_ref()),
+                ("volume_id", request.volume_id.as_ref()),
+                ("policy_name", request.policy_name.as_ref()),
+            ],
+        )?;
         let (from, to) = range("occurred", request.occurred.as_ref())?;
         let quota_reason = match request.reason {
             Some(r) => Some(enum_name::<pb::QuotaBlockReason>(
@@ -612,6 +678,14 @@ impl AuditService for AuditApi {
         request: Request<pb::ListOrphansRequest>,
     ) -> Result<Response<pb::ListOrphansResponse>, Status> {
         let request = request.into_inner();
+        check_filters(
+            "",
+            &[
+                ("project_id", request.project_id.as_ref()),
+                ("domain_id", request.domain_id.as_ref()),
+                ("region", request.region.as_ref()),
+            ],
+        )?;
         let limit = page_size(request.page_size)?;
         let filters = format!(
             "{:?}",

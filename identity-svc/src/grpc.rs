@@ -170,7 +170,9 @@ impl IdentityService for IdentityApi {
         &self,
         request: Request<pb::GetAdminCredentialsRequest>,
     ) -> Result<Response<pb::GetAdminCredentialsResponse>, Status> {
-        let region = optional(request.into_inner().region);
+        let region = request.into_inner().region;
+        service_kit::error::check_short_text("region", &region)?;
+        let region = optional(region);
         let credentials = self.broker.admin_credentials(region.as_deref()).await.map_err(status)?;
         tracing::Span::current().record("cached", credentials.cached);
         let project = credentials.info.project.clone();

@@ -80,6 +80,16 @@ fn require_actor(actor: &str) -> Result<(), Status> {
     Ok(())
 }
 
+/// Refuses any present filter value that no stored id or name could equal.
+fn check_filters(fields: &[(&str, Option<&String>)]) -> Result<(), Status> {
+    for (field, value) in fields {
+        if let Some(value) = value {
+            service_kit::error::check_short_text(field, value)?;
+        }
+    }
+    Ok(())
+}
+
 fn check_document(document: &str) -> Result<(), Status> {
     if document.trim().is_empty() {
         return Err(invalid("document", "required"));
@@ -537,6 +547,7 @@ fn volume_in(field: &str, v: &pb::Volume) -> Result<Volume, Status> {
     if v.id.trim().is_empty() {
         return Err(invalid(&format!("{field}.id"), "required"));
     }
+    service_kit::error::check_short_text(&format!("{field}.id"), &v.id)?;
     Ok(Volume {
         id: v.id.clone(),
         name: v.name.clone(),
@@ -646,8 +657,12 @@ fn scope_in(scope: Option<pb::VolumeScope>) -> Result<Scope, Status> {
         if let Some(i) = list.iter().position(|id| id.trim().is_empty()) {
             return Err(invalid(&format!("scope.{name}[{i}]"), "must not be empty"));
         }
+        for (i, id) in list.iter().enumerate() {
+            service_kit::error::check_short_text(&format!("scope.{name}[{i}]"), id)?;
+        }
         Ok(list.into_iter().collect())
     };
+    service_kit::error::check_short_text("scope.region", &scope.region)?;
     Ok(Scope {
         project_ids: ids("project_ids", scope.project_ids)?,
         domain_ids: ids("domain_ids", scope.domain_ids)?,
@@ -809,6 +824,7 @@ impl PolicyApi {
         if name.is_empty() {
             return Err(invalid(field, "required"));
         }
+        service_kit::error::check_short_text(field, name)?;
         let (_, catalog) = self.catalog().await?;
         catalog.resolve(name).ok_or_else(|| PolicyError::not_found("policy", name).into())
     }
@@ -1072,6 +1088,7 @@ impl PolicyService for PolicyApi {
         request: Request<pb::ListPolicySetsRequest>,
     ) -> RpcResult<pb::ListPolicySetsResponse> {
         let request = request.into_inner();
+        check_filters(&[("tenant_id", request.tenant_id.as_ref())])?;
         let limit = page_size(request.page_size)?;
         let filters = format!("{:?}|{:?}|{:?}", request.is_global, request.tenant_id, request.is_active);
         let offset = decode_token(&request.page_token, &filters)?;
@@ -1202,6 +1219,12 @@ impl PolicyService for PolicyApi {
         request: Request<pb::ListAssignmentsRequest>,
     ) -> RpcResult<pb::ListAssignmentsResponse> {
         let request = request.into_inner();
+        check_filters(&[
+            ("volume_id", request.volume_id.as_ref()),
+            ("tenant_id", request.tenant_id.as_ref()),
+            ("project_id", request.project_id.as_ref()),
+            ("vm_id", request.vm_id.as_ref()),
+        ])?;
         let limit = page_size(request.page_size)?;
         let filter = AssignmentFilter {
             volume_id: request.volume_id,
@@ -1245,6 +1268,7 @@ impl PolicyService for PolicyApi {
         if volume_id.is_empty() {
             return Err(invalid("volume_id", "required"));
         }
+        service_kit::error::check_short_text("volume_id", volume_id)?;
         let row = self
             .active
             .store()
@@ -1369,6 +1393,11 @@ impl PolicyService for PolicyApi {
         request: Request<pb::ListExclusionsRequest>,
     ) -> RpcResult<pb::ListExclusionsResponse> {
         let request = request.into_inner();
+        check_filters(&[
+            ("volume_id", request.volume_id.as_ref()),
+            ("project_id", request.project_id.as_ref()),
+            ("tenant_id", request.tenant_id.as_ref()),
+        ])?;
         let limit = page_size(request.page_size)?;
         let volume_scope = match request.scope.map(pb::ExclusionScope::try_from) {
             None | Some(Ok(pb::ExclusionScope::Unspecified)) => None,
@@ -1547,6 +1576,8 @@ impl PolicyService for PolicyApi {
                 return Err(invalid("volume_id", "must not be empty"));
             }
             Some(pb::evaluate_request::Target::VolumeId(id)) => {
+                service_kit::error::check_short_text("volume_id", &id)?;
+                service_kit::error::check_short_text("region", &request.region)?;
                 self.assigner()?
                     .cloud()
                     .volume(&request.region, &id)
@@ -1655,6 +1686,16 @@ impl PolicyService for PolicyApi {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filters_name_the_field_that_no_stored_value_could_match() {
+        let long = "x".repeat(256);
+        let status = check_filters(&[("volume_id", None), ("tenant_id", Some(&long))]).unwrap_err();
+        assert_eq!(status.code(), snapkeeper_proto::tonic::Code::InvalidArgument);
+        assert!(status.message().starts_with("tenant_id: "), "{}", status.message());
+        let ok = "domain-1".to_owned();
+        assert!(check_filters(&[("tenant_id", Some(&ok)), ("vm_id", None)]).is_ok());
+    }
 
     #[test]
     fn page_tokens_round_trip_and_refuse_changed_filters() {

@@ -140,6 +140,27 @@ impl fmt::Display for ServiceError {
 
 impl std::error::Error for ServiceError {}
 
+/// Longest id, name or other short text a request may carry, in bytes.
+pub const MAX_SHORT_TEXT_BYTES: usize = 255;
+
+/// What is wrong with a short text field (an id, a name, a filter value), if anything: longer
+/// than [`MAX_SHORT_TEXT_BYTES`] or holding control characters. No stored value can equal such a
+/// text, and it would otherwise travel into queries, logs and page tokens.
+pub fn short_text_problem(value: &str) -> Option<String> {
+    if value.len() > MAX_SHORT_TEXT_BYTES {
+        return Some(format!("{} bytes; at most {MAX_SHORT_TEXT_BYTES}", value.len()));
+    }
+    value.chars().any(char::is_control).then(|| "must not contain control characters".to_owned())
+}
+
+/// An InvalidArgument naming `field` when [`short_text_problem`] finds fault with `value`.
+pub fn check_short_text(field: &str, value: &str) -> Result<(), ServiceError> {
+    match short_text_problem(value) {
+        Some(problem) => Err(ServiceError::invalid(field, problem)),
+        None => Ok(()),
+    }
+}
+
 /// Longest status message sent: messages quote caller input, and an oversized value must not
 /// push the trailers past HTTP/2 header limits (the caller would see a protocol error instead).
 const MAX_STATUS_MESSAGE_CHARS: usize = 1024;
@@ -219,6 +240,19 @@ mod tests {
             ServiceError::invalid(format!("retention_map.{huge}"), "unknown policy").into();
         let field = status.metadata().get(FIELD_METADATA_KEY).unwrap().to_str().unwrap();
         assert_eq!(field.chars().count(), MAX_FIELD_CHARS + 3);
+    }
+
+    #[test]
+    fn short_text_is_refused_when_too_long_or_holding_control_characters() {
+        assert!(check_short_text("volume_id", "").is_ok());
+        assert!(check_short_text("volume_id", &"é".repeat(MAX_SHORT_TEXT_BYTES / 2)).is_ok());
+        let long = check_short_text("filter.volume_id", &"x".repeat(MAX_SHORT_TEXT_BYTES + 1)).unwrap_err();
+        assert_eq!(long.code, ErrorCode::InvalidArgument);
+        assert_eq!(long.field.as_deref(), Some("filter.volume_id"));
+        assert!(long.message.contains("at most 255"), "{}", long.message);
+        let control = check_short_text("region", "one\ntwo").unwrap_err();
+        assert_eq!(control.field.as_deref(), Some("region"));
+        assert!(control.message.contains("control characters"));
     }
 
     #[test]

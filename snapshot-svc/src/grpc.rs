@@ -10,6 +10,7 @@ use chrono::{DateTime, Duration, Utc};
 use futures::Stream;
 use service_kit::client::ServiceChannel;
 use service_kit::clock::Clock;
+use service_kit::error::short_text_problem;
 use snapkeeper_proto::policy::v1 as policy;
 use snapkeeper_proto::policy::v1::policy_service_client::PolicyServiceClient;
 use snapkeeper_proto::snapshot::v1 as pb;
@@ -140,8 +141,14 @@ fn check_list(field: &str, values: &[String], max: usize) -> Result<(), Snapshot
         if value.trim().is_empty() {
             return Err(SnapshotError::invalid(format!("{field}[{i}]"), "must not be empty"));
         }
+        check_filter(&format!("{field}[{i}]"), value)?;
     }
     Ok(())
+}
+
+/// Refuses an id or name no stored one could equal.
+fn check_filter(field: &str, value: &str) -> Result<(), SnapshotError> {
+    short_text_problem(value).map_or(Ok(()), |problem| Err(SnapshotError::invalid(field, problem)))
 }
 
 /// Page token: the offset and a fingerprint of the filters it belongs to.
@@ -230,6 +237,9 @@ impl SnapshotService for SnapshotApi {
     #[tracing::instrument(skip_all)]
     async fn list_runs(&self, request: Request<pb::ListRunsRequest>) -> RpcResult<pb::ListRunsResponse> {
         let request = request.into_inner();
+        if let Some(triggered_by) = &request.triggered_by {
+            check_filter("triggered_by", triggered_by)?;
+        }
         if request.page_size < 0 {
             return Err(SnapshotError::invalid("page_size", "must not be negative").into());
         }
@@ -445,6 +455,7 @@ impl SnapshotService for SnapshotApi {
             return Err(SnapshotError::invalid("horizon", "must be 1 hour to 31 days").into());
         }
         check_list("project_ids", &request.project_ids, 1000)?;
+        check_filter("region", &request.region)?;
         let regions = self.settings.admin.regions().await?;
         let region = if request.region.is_empty() {
             regions.into_iter().next().unwrap_or_default()
@@ -560,6 +571,10 @@ mod tests {
         let error = check_list("scope.policy_names", &["a".to_owned(), " ".to_owned()], 100).unwrap_err();
         assert!(error.to_string().starts_with("scope.policy_names[1]"));
         assert!(check_text("actor", &"x".repeat(256), 255, true).is_err());
+        let error = check_list("project_ids", &["p1".to_owned(), "x".repeat(300)], 1000).unwrap_err();
+        assert!(error.to_string().starts_with("project_ids[1]: "), "{error}");
+        assert!(check_filter("region", "Region\u{1b}One").is_err());
+        assert!(check_filter("region", "RegionOne").is_ok());
     }
 
     #[test]
