@@ -30,8 +30,40 @@ use crate::webhooks::{self, AttemptResult, Crossing, NewDelivery};
 /// The role audit writes run as on PostgreSQL.
 pub const WRITER_ROLE: &str = "snapkeeper_audit_writer";
 
-/// Rows per multi-row INSERT: stays below SQLite's 32766 bound parameters at 32 columns.
-const ROWS_PER_INSERT: usize = 500;
+/// Bound parameters per multi-row INSERT on SQLite: it looks each `$n` up by a linear scan of the
+/// statement's parameters, so a statement with thousands of them costs quadratic CPU.
+const SQLITE_PARAMS_PER_INSERT: usize = 999;
+
+/// Bound parameters per multi-row INSERT on PostgreSQL, where fewer, larger statements are faster.
+const POSTGRES_PARAMS_PER_INSERT: usize = 16_000;
+
+/// Rows per multi-row INSERT of `columns` columns on the connection's database.
+fn rows_per_insert(connection: &sqlx::AnyConnection, columns: usize) -> usize {
+    let params = if connection.backend_name() == "SQLite" {
+        SQLITE_PARAMS_PER_INSERT
+    } else {
+        POSTGRES_PARAMS_PER_INSERT
+    };
+    (params / columns.max(1)).max(1)
+}
+
+/// Columns of `inventory_snapshots`, in the order a sync writes them.
+const SNAPSHOT_COLUMNS: [&str; 14] = [
+    "region",
+    "id",
+    "name",
+    "volume_id",
+    "project_id",
+    "original_project_id",
+    "status",
+    "size_gb",
+    "created_by",
+    "policy_name",
+    "slot",
+    "held",
+    "created_at",
+    "last_seen_at",
+];
 
 /// The newest record id.
 pub const RECORDS_HIGH_WATER_SQL: &str = "SELECT MAX(seq) AS seq FROM snapshot_records";
@@ -200,7 +232,7 @@ async fn insert_rows(
     columns: &[&str],
     rows: Vec<Vec<Value>>,
 ) -> Result<(), AuditError> {
-    let per_statement = (ROWS_PER_INSERT * 32 / columns.len().max(1)).max(1);
+    let per_statement = rows_per_insert(tx, columns.len());
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
         let batch: Vec<Vec<Value>> = rows.by_ref().take(per_statement).collect();
@@ -900,7 +932,8 @@ impl Store {
     ) -> Result<Appended, AuditError> {
         let mut tx = self.begin_audit_write().await?;
         let mut inserted: HashSet<String> = HashSet::new();
-        for batch in events.chunks(ROWS_PER_INSERT) {
+        let per_statement = rows_per_insert(&tx, RECORD_COLUMNS.len());
+        for batch in events.chunks(per_statement) {
             let sql = format!(
                 "INSERT INTO snapshot_records ({}) VALUES {} ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
                 RECORD_COLUMNS.join(", "),
@@ -1395,52 +1428,36 @@ impl Store {
             pairs,
         )
         .await?;
-        let mut snapshots = Vec::with_capacity(inventory.snapshots.len());
         let mut snapshots_kept = 0i64;
-        for (s, meta) in inventory.snapshots.iter().zip(metas) {
-            if old_snapshots.contains(&s.id) {
-                snapshots_kept += 1;
+        // Built one statement's rows at a time: the region's snapshots outnumber its volumes.
+        let per_statement = rows_per_insert(&tx, SNAPSHOT_COLUMNS.len());
+        for (chunk, chunk_metas) in inventory.snapshots.chunks(per_statement).zip(metas.chunks(per_statement))
+        {
+            let mut snapshots = Vec::with_capacity(chunk.len());
+            for (s, meta) in chunk.iter().zip(chunk_metas) {
+                if old_snapshots.contains(&s.id) {
+                    snapshots_kept += 1;
+                }
+                let created = s.created_at.as_ref().and_then(|t| DateTime::from_timestamp(t.seconds, 0));
+                snapshots.push(vec![
+                    reg(),
+                    s.id.clone().into(),
+                    s.name.clone().into(),
+                    meta.volume_id.clone().into(),
+                    s.project_id.clone().into(),
+                    meta.project_id.clone().into(),
+                    s.status.clone().into(),
+                    s.size_gb.into(),
+                    meta.created_by.clone().into(),
+                    meta.policy.clone().into(),
+                    meta.slot.into(),
+                    meta.held.into(),
+                    ts(created.unwrap_or(header.listed_at)).into(),
+                    seen(),
+                ]);
             }
-            let created = s.created_at.as_ref().and_then(|t| DateTime::from_timestamp(t.seconds, 0));
-            snapshots.push(vec![
-                reg(),
-                s.id.clone().into(),
-                s.name.clone().into(),
-                meta.volume_id.into(),
-                s.project_id.clone().into(),
-                meta.project_id.into(),
-                s.status.clone().into(),
-                s.size_gb.into(),
-                meta.created_by.into(),
-                meta.policy.into(),
-                meta.slot.into(),
-                meta.held.into(),
-                ts(created.unwrap_or(header.listed_at)).into(),
-                seen(),
-            ]);
+            insert_rows(&mut tx, "inventory_snapshots", &SNAPSHOT_COLUMNS, snapshots).await?;
         }
-        insert_rows(
-            &mut tx,
-            "inventory_snapshots",
-            &[
-                "region",
-                "id",
-                "name",
-                "volume_id",
-                "project_id",
-                "original_project_id",
-                "status",
-                "size_gb",
-                "created_by",
-                "policy_name",
-                "slot",
-                "held",
-                "created_at",
-                "last_seen_at",
-            ],
-            snapshots,
-        )
-        .await?;
         let mut gone: Vec<(&String, &KnownVolume)> =
             previous.iter().filter(|(id, _)| !current.contains(id.as_str())).collect();
         gone.sort_by(|a, b| a.0.cmp(b.0));

@@ -174,6 +174,9 @@ pub struct Store {
     database: Database,
 }
 
+/// Pending watch events numbered per transaction.
+const EVENTS_PER_NUMBERING: usize = 500;
+
 const RUN_COLUMNS: &str = "id, kind, status, dry_run, triggered_by, scope, regions, policies, policy_volumes, execution_host, \
      created_at, started_at, finished_at, heartbeat_at, cancel_requested_at, cancel_requested_by, counters, \
      total_batches, completed_batches, current_batch, batch_size_config, batch_delay_ms, progress_pct, \
@@ -761,6 +764,73 @@ impl Store {
         Ok(())
     }
 
+    /// Gives a run's committed pending events the next sequence numbers, in the order they were
+    /// written. Only this takes the run row's lock for numbering, and only briefly, so a number is
+    /// handed out after its event is visible and a reader resuming after it misses nothing.
+    async fn number_events(&self, run_id: &str) -> Result<(), SnapshotError> {
+        loop {
+            let waiting = sqlx::query("SELECT id FROM snapshot_run_pending_events WHERE run_id = $1 LIMIT 1")
+                .bind(run_id)
+                .fetch_optional(self.pool())
+                .await?;
+            if waiting.is_none() {
+                return Ok(());
+            }
+            let mut tx = self.pool().begin().await?;
+            sqlx::query("UPDATE snapshot_runs SET last_sequence = last_sequence WHERE id = $1")
+                .bind(run_id)
+                .execute(&mut *tx)
+                .await?;
+            let last: i64 = sqlx::query("SELECT last_sequence FROM snapshot_runs WHERE id = $1")
+                .bind(run_id)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("last_sequence")?;
+            let ids: Vec<i64> = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT id FROM snapshot_run_pending_events WHERE run_id = $1 ORDER BY id LIMIT {EVENTS_PER_NUMBERING}"
+            )))
+            .bind(run_id)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|row| row.try_get("id"))
+            .collect::<Result<_, _>>()?;
+            // The ids read, not a range: on PostgreSQL an older id may commit after a newer one.
+            let listed = |first: usize| {
+                (first..first + ids.len()).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
+            };
+            let mut insert = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO snapshot_run_events (run_id, sequence, volume, payload) \
+                 SELECT run_id, $2 + ROW_NUMBER() OVER (ORDER BY id), volume, payload \
+                 FROM snapshot_run_pending_events WHERE run_id = $1 AND id IN ({})",
+                listed(3)
+            )))
+            .bind(run_id)
+            .bind(last);
+            let mut delete = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM snapshot_run_pending_events WHERE run_id = $1 AND id IN ({})",
+                listed(2)
+            )))
+            .bind(run_id);
+            for id in &ids {
+                insert = insert.bind(*id);
+                delete = delete.bind(*id);
+            }
+            let numbered = insert.execute(&mut *tx).await?.rows_affected();
+            delete.execute(&mut *tx).await?;
+            let numbered = i64::try_from(numbered).unwrap_or(i64::MAX);
+            sqlx::query("UPDATE snapshot_runs SET last_sequence = last_sequence + $2 WHERE id = $1")
+                .bind(run_id)
+                .bind(numbered)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            if ids.len() < EVENTS_PER_NUMBERING {
+                return Ok(());
+            }
+        }
+    }
+
     /// Events of a run after `after`, oldest first, at most `limit`; per-volume ones only when asked.
     pub async fn events_after(
         &self,
@@ -769,8 +839,9 @@ impl Store {
         include_volume: bool,
         limit: i64,
     ) -> Result<Vec<pb::WatchRunResponse>, SnapshotError> {
+        self.number_events(run_id).await?;
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT payload FROM snapshot_run_events WHERE run_id = $1 AND sequence > $2 AND (volume = 0 OR $3 = 1) \
+            "SELECT sequence, payload FROM snapshot_run_events WHERE run_id = $1 AND sequence > $2 AND (volume = 0 OR $3 = 1) \
              ORDER BY sequence LIMIT {limit}"
         )))
         .bind(run_id)
@@ -781,14 +852,17 @@ impl Store {
         rows.iter()
             .map(|row| {
                 let payload: Vec<u8> = row.try_get("payload")?;
-                pb::WatchRunResponse::decode(payload.as_slice())
-                    .map_err(|e| SnapshotError::Corrupt(format!("run event: {e}")))
+                let mut event = pb::WatchRunResponse::decode(payload.as_slice())
+                    .map_err(|e| SnapshotError::Corrupt(format!("run event: {e}")))?;
+                event.sequence = row.try_get("sequence")?;
+                Ok(event)
             })
             .collect()
     }
 
     /// The sequence of a run's latest event, and the oldest one still kept.
     pub async fn event_bounds(&self, run_id: &str) -> Result<(i64, i64), SnapshotError> {
+        self.number_events(run_id).await?;
         let row = sqlx::query(
             "SELECT COALESCE(MAX(sequence), 0) AS newest, COALESCE(MIN(sequence), 0) AS oldest \
              FROM snapshot_run_events WHERE run_id = $1",
@@ -1004,30 +1078,19 @@ async fn append_watch_event(
     event: pb::watch_run_response::Event,
     now: DateTime<Utc>,
 ) -> Result<(), SnapshotError> {
-    sqlx::query("UPDATE snapshot_runs SET last_sequence = last_sequence + 1 WHERE id = $1")
-        .bind(run_id)
-        .execute(&mut **tx)
-        .await?;
-    let sequence: i64 = sqlx::query("SELECT last_sequence FROM snapshot_runs WHERE id = $1")
-        .bind(run_id)
-        .fetch_one(&mut **tx)
-        .await?
-        .try_get("last_sequence")?;
+    // `sequence` is the number `Store::number_events` gives the row later.
     let message = pb::WatchRunResponse {
-        sequence,
+        sequence: 0,
         time: Some(crate::run::timestamp(now)),
         run_id: run_id.to_owned(),
         event: Some(event),
     };
-    sqlx::query(
-        "INSERT INTO snapshot_run_events (run_id, sequence, volume, payload) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(run_id)
-    .bind(sequence)
-    .bind(i64::from(volume))
-    .bind(message.encode_to_vec())
-    .execute(&mut **tx)
-    .await?;
+    sqlx::query("INSERT INTO snapshot_run_pending_events (run_id, volume, payload) VALUES ($1, $2, $3)")
+        .bind(run_id)
+        .bind(i64::from(volume))
+        .bind(message.encode_to_vec())
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 

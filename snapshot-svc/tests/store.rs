@@ -72,6 +72,29 @@ async fn exercise(store: Store) {
     let all = store.events_after(&manual.id, 0, true, 100).await.unwrap();
     assert_eq!(all.iter().map(|e| e.sequence).collect::<Vec<_>>(), [1, 2]);
     assert_eq!(store.events_after(&manual.id, 0, false, 100).await.unwrap().len(), 1);
+
+    // Actions committed at once get the next numbers without gaps, and a reader resuming after a
+    // number it saw gets exactly the events after it.
+    let writers: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            let run_id = manual.id.clone();
+            tokio::spawn(async move {
+                let processed =
+                    pb::watch_run_response::Event::VolumeProcessed(pb::VolumeProcessed::default());
+                store
+                    .commit(&run_id, Action { watch: vec![(true, processed)], ..Action::default() }, t0)
+                    .await
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap().unwrap();
+    }
+    assert_eq!(store.event_bounds(&manual.id).await.unwrap(), (10, 1));
+    let resumed = store.events_after(&manual.id, 2, true, 100).await.unwrap();
+    assert_eq!(resumed.iter().map(|e| e.sequence).collect::<Vec<_>>(), (3..=10).collect::<Vec<i64>>());
+    assert!(resumed.iter().all(|e| e.run_id == manual.id));
     assert_eq!(store.quota_blocks(&manual.id, 10).await.unwrap()[0].quota_limit_gb, 100);
 
     // Work items: written before the create, taken over by a later run, finished with the outbox.
