@@ -578,52 +578,58 @@ pub async fn export_compliance(
         return Ok((headers, header_line).into_response());
     };
     let base = GetComplianceRequest { include_manual_snapshots: false, include_rollups: false, ..base };
-    let client = upstream.audit();
-    // Pages are read as the body is sent: (client, next token, finished).
-    let pages = futures::stream::unfold((client, String::new(), false), move |(mut client, token, done)| {
-        let request =
-            GetComplianceRequest { page_size: paging::MAX_LIMIT as i32, page_token: token, ..base.clone() };
+    let page = move |page_token: String| GetComplianceRequest {
+        page_size: paging::MAX_LIMIT as i32,
+        page_token,
+        ..base.clone()
+    };
+    let mut client = upstream.audit();
+    // The first page is read before answering, so a filter audit-svc refuses is a 4xx with its
+    // reason instead of a 200 whose body breaks off.
+    let first = client.get_compliance(page(String::new())).await?.into_inner();
+    let first_text = compliance_csv(first.rows);
+    // Later pages are read as the body is sent: (client, next token; empty when finished).
+    let rest = futures::stream::unfold((client, first.next_page_token), move |(mut client, token)| {
+        let request = page(token.clone());
         async move {
-            if done {
+            if token.is_empty() {
                 return None;
             }
             match client.get_compliance(request).await {
                 Ok(response) => {
                     let response = response.into_inner();
-                    let text: String = response
-                        .rows
-                        .into_iter()
-                        .map(|row| {
-                            let row = ComplianceRowView::from(row);
-                            csv_line(&[
-                                row.status,
-                                row.volume_name,
-                                row.volume_id,
-                                row.vm_name,
-                                row.vm_id,
-                                row.tenant_name,
-                                row.project_name,
-                                row.policy_name,
-                                row.retention_days.to_string(),
-                                row.snapshot_count.to_string(),
-                                row.last_snapshot_at.unwrap_or_default(),
-                                row.reason,
-                            ])
-                        })
-                        .collect();
-                    let finished = response.next_page_token.is_empty();
-                    Some((Ok(text), (client, response.next_page_token, finished)))
+                    Some((Ok(compliance_csv(response.rows)), (client, response.next_page_token)))
                 }
                 Err(status) => {
                     tracing::warn!(code = ?status.code(), "compliance export failed");
-                    Some((
-                        Err(std::io::Error::other("audit-svc compliance failed")),
-                        (client, String::new(), true),
-                    ))
+                    Some((Err(std::io::Error::other("audit-svc compliance failed")), (client, String::new())))
                 }
             }
         }
     });
-    let body = futures::stream::once(async move { Ok(header_line) }).chain(pages);
+    let body = futures::stream::iter([Ok(header_line + &first_text)]).chain(rest);
     Ok((headers, Body::from_stream(body)).into_response())
+}
+
+/// One CSV line per compliance row, in [`CSV_COLUMNS`] order.
+fn compliance_csv(rows: Vec<ComplianceRow>) -> String {
+    rows.into_iter()
+        .map(|row| {
+            let row = ComplianceRowView::from(row);
+            csv_line(&[
+                row.status,
+                row.volume_name,
+                row.volume_id,
+                row.vm_name,
+                row.vm_id,
+                row.tenant_name,
+                row.project_name,
+                row.policy_name,
+                row.retention_days.to_string(),
+                row.snapshot_count.to_string(),
+                row.last_snapshot_at.unwrap_or_default(),
+                row.reason,
+            ])
+        })
+        .collect()
 }

@@ -758,6 +758,17 @@ async fn compliance_keeps_the_seed_fields_filters_and_has_a_trend_and_an_export(
     let text = String::from_utf8(body).unwrap();
     assert!(text.starts_with("Status,Volume,Volume ID"));
     assert_eq!(text.lines().count(), with_status("pending") + 1, "header and the pending rows: {text}");
+
+    // A filter audit-svc refuses is a 4xx with the JSON error before any CSV is sent, not a 200
+    // whose body breaks off.
+    let request = Request::get("/api/snapshot/compliance/export?tenant_id=E%08x")
+        .header("x-auth-token", &suite.ks("admin"))
+        .body(Body::empty())
+        .unwrap();
+    let (status, _, body) = suite.call(request).await;
+    assert!(status.is_client_error(), "{status}");
+    let error: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(error["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{error}");
 }
 
 #[tokio::test]

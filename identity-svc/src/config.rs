@@ -323,7 +323,7 @@ mod tests {
     #[test]
     fn fernet_needs_both_halves_and_names_the_missing_one() {
         let key = fernet::Fernet::generate_key();
-        let config = parse(&["--password-key", &key]);
+        let config = parse(&[&format!("--password-key={key}")]);
         let err = config.settings_with(&no_env).unwrap_err().to_string();
         assert!(err.contains("SNAPSHOT_USER_PASSWORD_ENCRYPTED"), "{err}");
         assert!(!err.contains(&key));

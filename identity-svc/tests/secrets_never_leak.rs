@@ -69,14 +69,10 @@ async fn exercise() -> Exercise {
         key.clone(),
         ciphertext.clone(),
     ];
-    let fernet_flags = [
-        "--service-user",
-        "svc-leak",
-        "--password-key",
-        &key,
-        "--service-user-password-encrypted",
-        &ciphertext,
-    ];
+    // `--flag=value`: a generated key may start with '-', which clap would read as a flag.
+    let key_flag = format!("--password-key={key}");
+    let fernet_flags =
+        ["--service-user", "svc-leak", key_flag.as_str(), "--service-user-password-encrypted", &ciphertext];
     let config = Config::try_parse_from(std::iter::once("identity-svc").chain(fernet_flags)).unwrap();
     texts.push(format!("{config:?}"));
     texts.push(format!("{:?}", config.settings_with(&|_| None).unwrap()));
@@ -144,15 +140,11 @@ async fn exercise() -> Exercise {
     texts.push(status_text(&mut fallback_identity).await);
 
     // Configuration errors about the secrets themselves.
+    let other_key_flag = format!("--password-key={}", fernet::Fernet::generate_key());
     for flags in [
         vec!["--password-key", "bad-key-secret-value", "--service-user-password-encrypted", &ciphertext],
-        vec!["--password-key", &key, "--service-user-password-encrypted", "gAAAAAnot-really-a-token-secret"],
-        vec![
-            "--password-key",
-            &fernet::Fernet::generate_key(),
-            "--service-user-password-encrypted",
-            &ciphertext,
-        ],
+        vec![key_flag.as_str(), "--service-user-password-encrypted", "gAAAAAnot-really-a-token-secret"],
+        vec![other_key_flag.as_str(), "--service-user-password-encrypted", &ciphertext],
     ] {
         let config = Config::try_parse_from(std::iter::once("identity-svc").chain(flags)).unwrap();
         texts.push(config.settings_with(&|_| None).unwrap_err().to_string());
