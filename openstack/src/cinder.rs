@@ -195,6 +195,57 @@ pub struct SnapshotQuery {
     pub project_id: Option<String>,
 }
 
+impl VolumeQuery {
+    /// The query string pairs.
+    fn params(&self) -> Vec<(String, String)> {
+        let mut params = Vec::new();
+        if self.all_tenants {
+            params.push(("all_tenants".to_owned(), "1".to_owned()));
+        }
+        if let Some(project) = &self.project_id {
+            params.push(("project_id".to_owned(), project.clone()));
+        }
+        if !self.metadata.is_empty() {
+            params.push(("metadata".to_owned(), json!(self.metadata).to_string()));
+        }
+        if let Some(status) = &self.status {
+            params.push(("status".to_owned(), status.clone()));
+        }
+        params
+    }
+}
+
+impl SnapshotQuery {
+    /// The query string pairs.
+    fn params(&self) -> Vec<(String, String)> {
+        let mut params = Vec::new();
+        if self.all_tenants {
+            params.push(("all_tenants".to_owned(), "1".to_owned()));
+        }
+        if let Some(volume) = &self.volume_id {
+            params.push(("volume_id".to_owned(), volume.clone()));
+        }
+        if let Some(project) = &self.project_id {
+            params.push(("project_id".to_owned(), project.clone()));
+        }
+        params
+    }
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    /// The page's items.
+    pub items: Vec<T>,
+    /// Marker of the next page; `None` on the last.
+    pub next: Option<String>,
+}
+
+const VOLUMES_LIST: &str = "cinder.volumes.list";
+const VOLUMES_PATH: &str = "/volumes/detail";
+const SNAPSHOTS_LIST: &str = "cinder.snapshots.list";
+const SNAPSHOTS_PATH: &str = "/snapshots/detail";
+
 /// A volume to create (test setup and demos).
 #[derive(Debug, Clone, Default)]
 pub struct NewVolume {
@@ -238,6 +289,31 @@ impl<'a> Cinder<'a> {
         Self { client }
     }
 
+    /// One page of `key` from `marker` (the first page when `None`).
+    async fn page<T: serde::de::DeserializeOwned>(
+        &self,
+        operation: &str,
+        path: &str,
+        query: &[(String, String)],
+        key: &str,
+        marker: Option<&str>,
+    ) -> Result<Page<T>, Error> {
+        let limit = self.client.config().page_limit.to_string();
+        let mut call = Call::new(operation, Service::BlockStorage, Method::GET, path).query("limit", &limit);
+        call.query.extend(query.iter().cloned());
+        if let Some(marker) = marker {
+            call = call.query("marker", marker);
+        }
+        let mut body: Value = self.client.json(&call).await?;
+        let items = body.get_mut(key).map_or(Value::Array(Vec::new()), Value::take);
+        let items: Vec<T> = serde_json::from_value(items).map_err(|e| Error::decode(operation, e))?;
+        let next = next_marker(body.get(format!("{key}_links").as_str())).filter(|_| !items.is_empty());
+        if next.is_some() && next.as_deref() == marker {
+            return Err(Error::decode(operation, "next link repeats the marker"));
+        }
+        Ok(Page { items, next })
+    }
+
     /// Follows `key`'s pages to the end.
     async fn paginate<T: serde::de::DeserializeOwned>(
         &self,
@@ -246,51 +322,31 @@ impl<'a> Cinder<'a> {
         query: &[(String, String)],
         key: &str,
     ) -> Result<Vec<T>, Error> {
-        let limit = self.client.config().page_limit.to_string();
-        let links_key = format!("{key}_links");
         let mut all = Vec::new();
         let mut marker: Option<String> = None;
         loop {
-            let mut call =
-                Call::new(operation, Service::BlockStorage, Method::GET, path).query("limit", &limit);
-            call.query.extend(query.iter().cloned());
-            if let Some(marker) = &marker {
-                call = call.query("marker", marker);
-            }
-            let mut body: Value = self.client.json(&call).await?;
-            let items = body.get_mut(key).map_or(Value::Array(Vec::new()), Value::take);
-            let page: Vec<T> = serde_json::from_value(items).map_err(|e| Error::decode(operation, e))?;
-            let next = next_marker(body.get(&links_key));
-            let empty = page.is_empty();
-            all.extend(page);
-            match next {
-                Some(next) if !empty => {
-                    if marker.as_deref() == Some(next.as_str()) {
-                        return Err(Error::decode(operation, "next link repeats the marker"));
-                    }
-                    marker = Some(next);
-                }
-                _ => return Ok(all),
+            let page = self.page(operation, path, query, key, marker.as_deref()).await?;
+            all.extend(page.items);
+            match page.next {
+                Some(next) => marker = Some(next),
+                None => return Ok(all),
             }
         }
     }
 
     /// Volumes (detail), every page.
     pub async fn volumes(&self, query: &VolumeQuery) -> Result<Vec<Volume>, Error> {
-        let mut params = Vec::new();
-        if query.all_tenants {
-            params.push(("all_tenants".to_owned(), "1".to_owned()));
-        }
-        if let Some(project) = &query.project_id {
-            params.push(("project_id".to_owned(), project.clone()));
-        }
-        if !query.metadata.is_empty() {
-            params.push(("metadata".to_owned(), json!(query.metadata).to_string()));
-        }
-        if let Some(status) = &query.status {
-            params.push(("status".to_owned(), status.clone()));
-        }
-        self.paginate("cinder.volumes.list", "/volumes/detail", &params, "volumes").await
+        self.paginate(VOLUMES_LIST, VOLUMES_PATH, &query.params(), "volumes").await
+    }
+
+    /// One page of volumes (detail) from `marker`, so a caller can handle a big listing page by
+    /// page instead of holding it whole.
+    pub async fn volume_page(
+        &self,
+        query: &VolumeQuery,
+        marker: Option<&str>,
+    ) -> Result<Page<Volume>, Error> {
+        self.page(VOLUMES_LIST, VOLUMES_PATH, &query.params(), "volumes", marker).await
     }
 
     /// One volume.
@@ -451,17 +507,16 @@ impl<'a> Cinder<'a> {
 
     /// Snapshots (detail), every page.
     pub async fn snapshots(&self, query: &SnapshotQuery) -> Result<Vec<Snapshot>, Error> {
-        let mut params = Vec::new();
-        if query.all_tenants {
-            params.push(("all_tenants".to_owned(), "1".to_owned()));
-        }
-        if let Some(volume) = &query.volume_id {
-            params.push(("volume_id".to_owned(), volume.clone()));
-        }
-        if let Some(project) = &query.project_id {
-            params.push(("project_id".to_owned(), project.clone()));
-        }
-        self.paginate("cinder.snapshots.list", "/snapshots/detail", &params, "snapshots").await
+        self.paginate(SNAPSHOTS_LIST, SNAPSHOTS_PATH, &query.params(), "snapshots").await
+    }
+
+    /// One page of snapshots (detail) from `marker`.
+    pub async fn snapshot_page(
+        &self,
+        query: &SnapshotQuery,
+        marker: Option<&str>,
+    ) -> Result<Page<Snapshot>, Error> {
+        self.page(SNAPSHOTS_LIST, SNAPSHOTS_PATH, &query.params(), "snapshots", marker).await
     }
 
     /// One snapshot.

@@ -39,7 +39,7 @@ mod transport;
 pub use auth::{NamedRef, TokenInfo, TokenProject};
 pub use catalog::{BLOCK_STORAGE_TYPES, COMPUTE_TYPES, Catalog, CatalogEntry, Endpoint};
 pub use cinder::{
-    Attachment, Cinder, IDEMPOTENCY_METADATA_KEY, Limits, NewSnapshot, NewVolume, QuotaSet, QuotaUsage,
+    Attachment, Cinder, IDEMPOTENCY_METADATA_KEY, Limits, NewSnapshot, NewVolume, Page, QuotaSet, QuotaUsage,
     Snapshot, SnapshotQuery, Volume, VolumeQuery,
 };
 pub use client::OpenStack;
