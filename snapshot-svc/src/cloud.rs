@@ -2,8 +2,8 @@
 //! session comes from its GetAdminCredentials through policy-svc's [`Cloud`]: lazily, per region,
 //! kept until shortly before the token expires and renewed once on Unauthorized; nothing is
 //! contacted at start. On that session: one admin listing per region (volumes and snapshots of all
-//! projects, paginated; projects, domains and servers for names), and that listing as the
-//! inventory chunks audit-svc's SyncInventory takes.
+//! projects, page by page; projects, domains and servers for names), each page passed on as the
+//! inventory chunks audit-svc's SyncInventory takes while it is listed.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -14,8 +14,10 @@ use openstack::{OpenStack, SnapshotQuery, VolumeQuery};
 use policy_svc::PolicyError;
 use policy_svc::cloud::Cloud;
 use snapkeeper_proto::audit::v1 as audit;
+use tokio::sync::mpsc;
 
 use crate::SnapshotError;
+use crate::listing::SnapshotIndex;
 use crate::run::timestamp;
 
 /// Admin access to the cloud and the regions runs cover.
@@ -70,15 +72,20 @@ fn session_error(region: &str, error: PolicyError) -> SnapshotError {
     }
 }
 
-/// Everything listed once per run and region.
+/// Most items one SyncInventory chunk carries.
+const INVENTORY_CHUNK: usize = 500;
+
+/// What a run keeps of one region's listing: volumes and names whole, snapshots reduced to ours.
 #[derive(Debug, Clone, Default)]
 pub struct Listing {
     /// When listing began.
     pub listed_at: DateTime<Utc>,
     /// Volumes of every project.
     pub volumes: Vec<openstack::Volume>,
-    /// Snapshots of every project.
-    pub snapshots: Vec<openstack::Snapshot>,
+    /// Our snapshots (and the old system's) of every project by (volume, policy).
+    pub snapshots: SnapshotIndex,
+    /// Snapshots listed, ours or not.
+    pub snapshot_count: usize,
     /// Projects by id.
     pub projects: HashMap<String, openstack::Project>,
     /// Domains by id.
@@ -88,36 +95,100 @@ pub struct Listing {
 }
 
 impl Listing {
-    /// Lists `region` with the admin session.
-    pub async fn fetch(admin: &Admin, region: &str, now: DateTime<Utc>) -> Result<Self, SnapshotError> {
-        let (volumes, snapshots, projects, domains, servers) = admin
+    /// Lists `region` with the admin session, volumes and snapshots page by page so a big cloud
+    /// is never held whole: each page is reduced as it arrives and, with `inventory`, first sent
+    /// on as SyncInventory chunks. A closed `inventory` stops the sending, not the listing.
+    pub async fn fetch(
+        admin: &Admin,
+        region: &str,
+        now: DateTime<Utc>,
+        inventory: Option<&mpsc::Sender<audit::InventoryChunk>>,
+    ) -> Result<Self, SnapshotError> {
+        let (projects, domains, servers) = admin
             .call(region, |client| async move {
-                let cinder = client.cinder();
                 let keystone = client.keystone();
-                let all_volumes = VolumeQuery { all_tenants: true, ..VolumeQuery::default() };
-                let all_snapshots = SnapshotQuery { all_tenants: true, ..SnapshotQuery::default() };
-                let (volumes, snapshots, projects, domains) = tokio::try_join!(
-                    cinder.volumes(&all_volumes),
-                    cinder.snapshots(&all_snapshots),
-                    keystone.projects(None),
-                    keystone.domains(),
-                )?;
+                let (projects, domains) = tokio::try_join!(keystone.projects(None), keystone.domains())?;
                 let servers = if client.has_compute().await? {
                     client.nova().servers(true).await?.unwrap_or_default()
                 } else {
                     Vec::new()
                 };
-                Ok((volumes, snapshots, projects, domains, servers))
+                Ok((projects, domains, servers))
             })
             .await?;
-        Ok(Self {
+        let names = chunks_of(&domains, |part| audit::InventoryChunk {
+            domains: part.iter().map(inventory_domain).collect(),
+            ..audit::InventoryChunk::default()
+        })
+        .chain(chunks_of(&projects, |part| audit::InventoryChunk {
+            projects: part.iter().map(inventory_project).collect(),
+            ..audit::InventoryChunk::default()
+        }))
+        .chain(chunks_of(&servers, |part| audit::InventoryChunk {
+            servers: part.iter().map(inventory_server).collect(),
+            ..audit::InventoryChunk::default()
+        }));
+        send(inventory, names).await;
+        let mut listing = Self {
             listed_at: now,
-            volumes,
-            snapshots,
             projects: projects.into_iter().map(|p| (p.id.clone(), p)).collect(),
             domains: domains.into_iter().map(|d| (d.id.clone(), d)).collect(),
             servers: servers.into_iter().map(|s| (s.id.clone(), s)).collect(),
-        })
+            ..Self::default()
+        };
+        let all_volumes = VolumeQuery { all_tenants: true, ..VolumeQuery::default() };
+        let all_snapshots = SnapshotQuery { all_tenants: true, ..SnapshotQuery::default() };
+        let volumes = pages(
+            admin,
+            region,
+            inventory,
+            |client, marker| {
+                let query = all_volumes.clone();
+                async move { client.cinder().volume_page(&query, marker.as_deref()).await }
+            },
+            |part| audit::InventoryChunk {
+                volumes: part.iter().map(inventory_volume).collect(),
+                ..audit::InventoryChunk::default()
+            },
+            |page| listing.volumes.extend(page),
+        );
+        let mut index = SnapshotIndex::default();
+        let mut snapshot_count = 0;
+        let snapshots = pages(
+            admin,
+            region,
+            inventory,
+            |client, marker| {
+                let query = all_snapshots.clone();
+                async move { client.cinder().snapshot_page(&query, marker.as_deref()).await }
+            },
+            |part| audit::InventoryChunk {
+                snapshots: part.iter().map(inventory_snapshot).collect(),
+                ..audit::InventoryChunk::default()
+            },
+            |page| {
+                snapshot_count += page.len();
+                for snapshot in &page {
+                    index.add(snapshot);
+                }
+            },
+        );
+        tokio::try_join!(volumes, snapshots)?;
+        listing.snapshots = index;
+        listing.snapshot_count = snapshot_count;
+        Ok(listing)
+    }
+
+    /// The counts a SyncInventory end message states for this listing.
+    pub fn sync_end(&self) -> audit::SyncEnd {
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        audit::SyncEnd {
+            domain_count: count(self.domains.len()),
+            project_count: count(self.projects.len()),
+            server_count: count(self.servers.len()),
+            volume_count: count(self.volumes.len()),
+            snapshot_count: count(self.snapshot_count),
+        }
     }
 
     /// Project name and domain (id, name) of a project id; empty strings when unknown.
@@ -137,90 +208,105 @@ impl Listing {
         let name = self.servers.get(&id).map(|s| s.name.clone()).unwrap_or_default();
         Some((id, name))
     }
+}
 
-    /// The listing as SyncInventory chunks of at most `per_chunk` items, and the end counts.
-    pub fn inventory_chunks(&self, per_chunk: usize) -> (Vec<audit::InventoryChunk>, audit::SyncEnd) {
-        let per_chunk = per_chunk.max(1);
-        let mut chunks = Vec::new();
-        let mut chunk = audit::InventoryChunk::default();
-        let mut in_chunk = 0;
-        let mut flush = |chunk: &mut audit::InventoryChunk, in_chunk: &mut usize, force: bool| {
-            if *in_chunk >= per_chunk || (force && *in_chunk > 0) {
-                chunks.push(std::mem::take(chunk));
-                *in_chunk = 0;
-            }
-        };
-        for domain in self.domains.values() {
-            chunk.domains.push(audit::InventoryDomain {
-                id: domain.id.clone(),
-                name: domain.name.clone(),
-                enabled: domain.enabled,
-            });
-            in_chunk += 1;
-            flush(&mut chunk, &mut in_chunk, false);
+/// Sends `chunks` on to audit-svc unless it has stopped reading (its answer says why).
+async fn send(
+    sink: Option<&mpsc::Sender<audit::InventoryChunk>>,
+    chunks: impl Iterator<Item = audit::InventoryChunk>,
+) {
+    let Some(sink) = sink.filter(|sink| !sink.is_closed()) else { return };
+    for chunk in chunks {
+        if sink.send(chunk).await.is_err() {
+            return;
         }
-        for project in self.projects.values() {
-            chunk.projects.push(audit::InventoryProject {
-                id: project.id.clone(),
-                name: project.name.clone(),
-                domain_id: project.domain_id.clone(),
-                enabled: project.enabled,
-            });
-            in_chunk += 1;
-            flush(&mut chunk, &mut in_chunk, false);
+    }
+}
+
+/// Follows one listing page by page: each page goes to `sink` as chunks filled by `fill`, then
+/// to `keep`. Every page is its own admin call, so a renewed session resumes at its marker.
+async fn pages<T, F, Fut>(
+    admin: &Admin,
+    region: &str,
+    sink: Option<&mpsc::Sender<audit::InventoryChunk>>,
+    page: F,
+    fill: impl Fn(&[T]) -> audit::InventoryChunk,
+    mut keep: impl FnMut(Vec<T>),
+) -> Result<(), SnapshotError>
+where
+    F: Fn(OpenStack, Option<String>) -> Fut,
+    Fut: Future<Output = Result<openstack::Page<T>, openstack::Error>>,
+{
+    let mut marker: Option<String> = None;
+    loop {
+        let listed = admin.call(region, |client| page(client, marker.clone())).await?;
+        send(sink, chunks_of(&listed.items, &fill)).await;
+        keep(listed.items);
+        match listed.next {
+            Some(next) => marker = Some(next),
+            None => return Ok(()),
         }
-        for server in self.servers.values() {
-            chunk.servers.push(audit::InventoryServer {
-                id: server.id.clone(),
-                name: server.name.clone(),
-                project_id: server.project_id.clone().unwrap_or_default(),
-                status: server.status.clone(),
-            });
-            in_chunk += 1;
-            flush(&mut chunk, &mut in_chunk, false);
-        }
-        for volume in &self.volumes {
-            chunk.volumes.push(audit::InventoryVolume {
-                id: volume.id.clone(),
-                name: volume.name.clone(),
-                project_id: volume.project_id.clone().unwrap_or_default(),
-                status: volume.status.clone(),
-                size_gb: volume.size as i64,
-                volume_type: volume.volume_type.clone().unwrap_or_default(),
-                bootable: volume.bootable,
-                availability_zone: volume.availability_zone.clone().unwrap_or_default(),
-                metadata: volume.metadata.clone().into_iter().collect(),
-                attached_server_ids: volume.attachments.iter().filter_map(|a| a.server_id.clone()).collect(),
-                created_at: volume.created_at.map(timestamp),
-                updated_at: None,
-            });
-            in_chunk += 1;
-            flush(&mut chunk, &mut in_chunk, false);
-        }
-        for snapshot in &self.snapshots {
-            chunk.snapshots.push(audit::InventorySnapshot {
-                id: snapshot.id.clone(),
-                name: snapshot.name.clone(),
-                volume_id: snapshot.volume_id.clone(),
-                project_id: snapshot.project_id.clone().unwrap_or_default(),
-                status: snapshot.status.clone(),
-                size_gb: snapshot.size as i64,
-                metadata: snapshot.metadata.clone().into_iter().collect(),
-                created_at: snapshot.created_at.map(timestamp),
-                updated_at: None,
-            });
-            in_chunk += 1;
-            flush(&mut chunk, &mut in_chunk, false);
-        }
-        flush(&mut chunk, &mut in_chunk, true);
-        let end = audit::SyncEnd {
-            domain_count: self.domains.len() as i64,
-            project_count: self.projects.len() as i64,
-            server_count: self.servers.len() as i64,
-            volume_count: self.volumes.len() as i64,
-            snapshot_count: self.snapshots.len() as i64,
-        };
-        (chunks, end)
+    }
+}
+
+/// `items` as SyncInventory chunks of at most [`INVENTORY_CHUNK`] items, made by `fill`.
+fn chunks_of<'a, T>(
+    items: &'a [T],
+    fill: impl Fn(&[T]) -> audit::InventoryChunk + 'a,
+) -> impl Iterator<Item = audit::InventoryChunk> + 'a {
+    items.chunks(INVENTORY_CHUNK).map(fill)
+}
+
+fn inventory_domain(domain: &openstack::Domain) -> audit::InventoryDomain {
+    audit::InventoryDomain { id: domain.id.clone(), name: domain.name.clone(), enabled: domain.enabled }
+}
+
+fn inventory_project(project: &openstack::Project) -> audit::InventoryProject {
+    audit::InventoryProject {
+        id: project.id.clone(),
+        name: project.name.clone(),
+        domain_id: project.domain_id.clone(),
+        enabled: project.enabled,
+    }
+}
+
+fn inventory_server(server: &openstack::Server) -> audit::InventoryServer {
+    audit::InventoryServer {
+        id: server.id.clone(),
+        name: server.name.clone(),
+        project_id: server.project_id.clone().unwrap_or_default(),
+        status: server.status.clone(),
+    }
+}
+
+fn inventory_volume(volume: &openstack::Volume) -> audit::InventoryVolume {
+    audit::InventoryVolume {
+        id: volume.id.clone(),
+        name: volume.name.clone(),
+        project_id: volume.project_id.clone().unwrap_or_default(),
+        status: volume.status.clone(),
+        size_gb: volume.size as i64,
+        volume_type: volume.volume_type.clone().unwrap_or_default(),
+        bootable: volume.bootable,
+        availability_zone: volume.availability_zone.clone().unwrap_or_default(),
+        metadata: volume.metadata.clone().into_iter().collect(),
+        attached_server_ids: volume.attachments.iter().filter_map(|a| a.server_id.clone()).collect(),
+        created_at: volume.created_at.map(timestamp),
+        updated_at: None,
+    }
+}
+
+fn inventory_snapshot(snapshot: &openstack::Snapshot) -> audit::InventorySnapshot {
+    audit::InventorySnapshot {
+        id: snapshot.id.clone(),
+        name: snapshot.name.clone(),
+        volume_id: snapshot.volume_id.clone(),
+        project_id: snapshot.project_id.clone().unwrap_or_default(),
+        status: snapshot.status.clone(),
+        size_gb: snapshot.size as i64,
+        metadata: snapshot.metadata.clone().into_iter().collect(),
+        created_at: snapshot.created_at.map(timestamp),
+        updated_at: None,
     }
 }
 
@@ -229,19 +315,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn inventory_is_chunked_and_counted() {
-        let mut listing = Listing::default();
-        for i in 0..5 {
-            listing.snapshots.push(crate::listing::tests::cinder(&format!("s{i}"), "v1", &[], "available"));
-        }
-        listing.domains.insert(
-            "default".to_owned(),
-            openstack::Domain { id: "default".to_owned(), name: "Default".to_owned(), enabled: true },
+    fn listed_items_become_chunks_of_at_most_the_limit() {
+        let snapshots: Vec<openstack::Snapshot> = (0..=INVENTORY_CHUNK * 2)
+            .map(|i| {
+                crate::listing::tests::cinder(&format!("s{i}"), "v1", &[("policy", "daily_5")], "available")
+            })
+            .collect();
+        let chunks: Vec<audit::InventoryChunk> = chunks_of(&snapshots, |part| audit::InventoryChunk {
+            snapshots: part.iter().map(inventory_snapshot).collect(),
+            ..audit::InventoryChunk::default()
+        })
+        .collect();
+        let sizes: Vec<usize> = chunks.iter().map(|c| c.snapshots.len()).collect();
+        assert_eq!(sizes, [INVENTORY_CHUNK, INVENTORY_CHUNK, 1]);
+        let last = &chunks[2].snapshots[0];
+        assert_eq!(
+            (last.id.as_str(), last.volume_id.as_str()),
+            (snapshots[INVENTORY_CHUNK * 2].id.as_str(), "v1")
         );
-        let (chunks, end) = listing.inventory_chunks(2);
-        assert_eq!(chunks.len(), 3);
-        assert_eq!((end.snapshot_count, end.domain_count), (5, 1));
-        let items: usize = chunks.iter().map(|c| c.snapshots.len() + c.domains.len()).sum();
-        assert_eq!(items, 6);
+        assert_eq!(last.metadata.get("policy").map(String::as_str), Some("daily_5"));
+        assert!(chunks_of(&snapshots[..0], |_| audit::InventoryChunk::default()).next().is_none());
     }
 }

@@ -7,8 +7,9 @@
 //! policy_assign (policy-svc), inventory_pre (audit-svc), snapshots, inventory_post with a
 //! heartbeat. The snapshots step lists each region once with the admin session identity-svc hands
 //! out ([`cloud`]: no cloud password here, nothing contacted at start; [`listing`]), asks
-//! policy-svc for decisions and slots, plans with the pure modules [`due`], [`retention`],
-//! [`quota`], [`batches`], [`naming`] and [`progress`], then creates (work item first) and deletes;
+//! policy-svc for decisions and slots, plans a batch at a time ([`plan`]) with the pure modules
+//! [`due`], [`retention`], [`quota`], [`batches`], [`naming`] and [`progress`], then creates (work
+//! item first) and deletes;
 //! each action commits with its audit event ([`records`]) into the outbox the relay delivers.
 //! [`forecast`] is the pure quota forecast behind ForecastQuota, [`quota_outlook`] its reading of
 //! the cloud (also after each scheduled run, which records the projects at risk); [`run`] the run
@@ -24,6 +25,7 @@ pub mod grpc;
 pub mod listing;
 pub mod metrics;
 pub mod naming;
+pub mod plan;
 pub mod progress;
 pub mod quota;
 pub mod quota_outlook;

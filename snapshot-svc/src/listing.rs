@@ -71,11 +71,18 @@ pub struct SnapshotIndex {
 impl SnapshotIndex {
     /// Indexes the snapshots of a listing, keeping only ours.
     pub fn build(snapshots: &[openstack::Snapshot]) -> Self {
-        let mut by_pair: HashMap<(String, String), Vec<OurSnapshot>> = HashMap::new();
-        for snapshot in snapshots.iter().filter_map(OurSnapshot::from_cinder) {
-            by_pair.entry((snapshot.volume_id.clone(), snapshot.policy.clone())).or_default().push(snapshot);
+        let mut index = Self::default();
+        for snapshot in snapshots {
+            index.add(snapshot);
         }
-        Self { by_pair }
+        index
+    }
+
+    /// Indexes one listed snapshot when it is ours.
+    pub fn add(&mut self, snapshot: &openstack::Snapshot) {
+        if let Some(ours) = OurSnapshot::from_cinder(snapshot) {
+            self.by_pair.entry((ours.volume_id.clone(), ours.policy.clone())).or_default().push(ours);
+        }
     }
 
     /// Our snapshots of one (volume, policy); empty when none.

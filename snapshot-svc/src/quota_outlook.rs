@@ -17,7 +17,6 @@ use snapkeeper_proto::tonic;
 use crate::SnapshotError;
 use crate::cloud::{Admin, Listing};
 use crate::forecast::{self, Enrolment, Severity};
-use crate::listing::SnapshotIndex;
 use crate::quota::ProjectQuota;
 use crate::run::{duration, from_duration, from_timestamp, timestamp};
 
@@ -40,14 +39,14 @@ pub async fn forecast(
     margin_pct: f64,
     horizon: Duration,
 ) -> Result<pb::ForecastQuotaResponse, SnapshotError> {
-    let listing = Listing::fetch(admin, region, now).await?;
+    let listing = Listing::fetch(admin, region, now, None).await?;
     let volumes: Vec<&openstack::Volume> = listing
         .volumes
         .iter()
         .filter(|v| project_ids.is_empty() || project_ids.iter().any(|p| Some(p) == v.project_id.as_ref()))
         .collect();
     let (decisions, _) = crate::runner::decide(policy, &listing, &volumes, now).await?;
-    let available = SnapshotIndex::build(&listing.snapshots).available_counts();
+    let available = listing.snapshots.available_counts();
     // Per project: its enrolled volumes and their (volume, policy) enrolments.
     let mut enrolled: BTreeMap<String, (i64, Vec<Enrolment>)> = BTreeMap::new();
     let mut policy_names = BTreeSet::new();

@@ -57,7 +57,7 @@ pub struct Pair {
 }
 
 /// What happened to a pair, with the details each outcome carries.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// Created.
     Created {

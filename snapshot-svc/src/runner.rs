@@ -22,26 +22,22 @@ use snapkeeper_proto::policy::v1::policy_service_client::PolicyServiceClient;
 use snapkeeper_proto::snapshot::v1 as pb;
 use snapkeeper_proto::snapshot::v1::watch_run_response::Event as WatchEvent;
 use snapkeeper_proto::tonic;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
 use tracing::Instrument as _;
 
 use crate::cloud::{Admin, Listing};
-use crate::due::{Dueness, Unfinished, judge, resolve_unfinished};
-use crate::listing::SnapshotIndex;
+use crate::plan::{ProjectVolumes, ProjectWork, RegionPlan, Rules};
 use crate::records::{Outcome, Pair, RunContext};
-use crate::retention::{Deletion, Retention};
+use crate::retention::Deletion;
 use crate::run::{
-    Batch, BatchStatus, Counters, Run, RunKind, RunStatus, Step, StepKey, StepStatus, from_duration,
-    from_timestamp,
+    Batch, BatchStatus, Counters, Run, RunKind, RunStatus, Step, StepKey, StepStatus, from_timestamp,
 };
 use crate::store::{Action, Heartbeat, Progress, Store, WorkItem, WorkItemUpdate};
 use crate::{SnapshotError, batches, metrics, naming, progress, quota, records};
 
-/// Volume statuses Cinder snapshots (`force=true` for in-use).
-const SNAPSHOTTABLE: [&str; 2] = ["available", "in-use"];
 /// Volumes per EvaluateVolumes call (the contract's maximum).
 const EVALUATE_CHUNK: usize = 1000;
-/// Items per SyncInventory chunk.
-const INVENTORY_CHUNK: usize = 500;
 /// Run events kept after a run finishes.
 const EVENTS_KEPT: i64 = 1000;
 
@@ -158,20 +154,11 @@ enum StepEnd {
     Skipped(String),
 }
 
-/// The work of one project in one region.
-#[derive(Debug, Default)]
-struct ProjectWork {
-    project_id: String,
-    project_name: String,
-    volumes: usize,
-    /// Pairs to create, with the volume's in-use flag.
-    creates: Vec<(Pair, bool)>,
-    /// Pairs decided without a create (skips, recoveries).
-    decided: Vec<(Pair, Outcome, Option<String>)>,
-    /// Retention deletes.
-    deletes: Vec<(Pair, Deletion)>,
-    /// Keys of unfinished creates whose snapshot never came to be.
-    lost: Vec<String>,
+/// A create's outcome, recorded with the next create's work item or after the last.
+struct Created<'a> {
+    pair: &'a Pair,
+    outcome: Outcome,
+    update: WorkItemUpdate,
 }
 
 /// Figures of one batch.
@@ -546,42 +533,56 @@ impl Runner {
         &self,
         execution: &Execution,
         regions: &[String],
-        keep: Option<&mut HashMap<String, Listing>>,
+        mut keep: Option<&mut HashMap<String, Listing>>,
     ) -> Result<StepEnd, SnapshotError> {
         if execution.run.dry_run {
             return Ok(StepEnd::Skipped("dry run: nothing is sent".to_owned()));
         }
         let mut totals = (0, 0);
-        let mut kept = HashMap::new();
         for name in regions {
-            let listing = Listing::fetch(&self.inner.admin, name, self.now()).await?;
-            let (chunks, end) = listing.inventory_chunks(INVENTORY_CHUNK);
-            let mut messages = vec![audit::SyncInventoryRequest {
+            let listed_at = self.now();
+            let header = audit::SyncInventoryRequest {
                 message: Some(audit::sync_inventory_request::Message::Header(audit::SyncHeader {
                     sync_id: records::event_id(),
                     region: name.clone(),
-                    listed_at: Some(crate::run::timestamp(listing.listed_at)),
+                    listed_at: Some(crate::run::timestamp(listed_at)),
                     run_id: execution.run.id.clone(),
                     source: "snapshot-svc".to_owned(),
                 })),
-            }];
-            messages.extend(chunks.into_iter().map(|chunk| audit::SyncInventoryRequest {
-                message: Some(audit::sync_inventory_request::Message::Chunk(chunk)),
-            }));
-            messages.push(audit::SyncInventoryRequest {
-                message: Some(audit::sync_inventory_request::Message::End(end)),
-            });
+            };
+            // Pages go to audit-svc while later ones are listed; the end message (the counts)
+            // follows once the listing is complete, and never after a failed one, so audit-svc
+            // applies nothing of a partial listing.
+            let (chunks, received) = mpsc::channel(2);
+            let (end, ended) = oneshot::channel();
+            let messages = futures::stream::iter([header])
+                .chain(ReceiverStream::new(received).map(|chunk| audit::SyncInventoryRequest {
+                    message: Some(audit::sync_inventory_request::Message::Chunk(chunk)),
+                }))
+                .chain(futures::stream::once(ended).filter_map(|end| {
+                    std::future::ready(end.ok().map(|end| audit::SyncInventoryRequest {
+                        message: Some(audit::sync_inventory_request::Message::End(end)),
+                    }))
+                }));
             let mut client = self.inner.clients.audit.clone();
-            client
-                .sync_inventory(tokio_stream::iter(messages))
-                .await
-                .map_err(|s| SnapshotError::upstream("audit-svc", &s))?;
+            let list = async {
+                let listing = Listing::fetch(&self.inner.admin, name, listed_at, Some(&chunks)).await;
+                drop(chunks);
+                if let Ok(listing) = &listing {
+                    // Unheard only when audit-svc already answered; its answer says why.
+                    let _ = end.send(listing.sync_end());
+                }
+                listing
+            };
+            let (synced, listing) = tokio::join!(client.sync_inventory(messages), list);
+            let listing = listing?;
             totals.0 += listing.volumes.len();
-            totals.1 += listing.snapshots.len();
-            kept.insert(name.clone(), listing);
-        }
-        if let Some(keep) = keep {
-            keep.extend(kept);
+            totals.1 += listing.snapshot_count;
+            // Kept even when audit-svc refused the sync: the snapshots step needs no second listing.
+            if let Some(keep) = keep.as_mut() {
+                keep.insert(name.clone(), listing);
+            }
+            synced.map_err(|s| SnapshotError::upstream("audit-svc", &s))?;
         }
         Ok(StepEnd::Completed(format!("{} volumes, {} snapshots synced", totals.0, totals.1)))
     }
@@ -594,36 +595,34 @@ impl Runner {
         listings: &mut HashMap<String, Listing>,
     ) -> Result<StepEnd, SnapshotError> {
         execution.live().snapshots_started = Some(self.now());
-        let mut plans = Vec::new();
+        let mut planned: Vec<RegionPlan> = Vec::new();
+        let mut members = Vec::new();
         let mut batch_rows = Vec::new();
         let mut policy_volumes: BTreeMap<String, i64> = BTreeMap::new();
         let mut rule_set_version = 0;
         for name in regions {
             let listing = match listings.remove(name) {
                 Some(listing) => listing,
-                None => Listing::fetch(&self.inner.admin, name, self.now()).await?,
+                None => Listing::fetch(&self.inner.admin, name, self.now(), None).await?,
             };
-            let (projects, version, policies) = self.plan_region(execution, name, &listing).await?;
+            let (plan, version, policies) = self.plan_region(execution, name, listing).await?;
             rule_set_version = rule_set_version.max(version);
             for (policy, volumes) in policies {
                 *policy_volumes.entry(policy).or_default() += volumes;
             }
-            let counts: Vec<usize> = projects.iter().map(|p| p.volumes).collect();
-            let mut slots: Vec<Option<ProjectWork>> = projects.into_iter().map(Some).collect();
-            for plan in batches::group(&counts, self.inner.settings.batch_size) {
-                let number = batch_rows.len() as i64 + 1;
-                let mut members = Vec::new();
-                for index in &plan.projects {
-                    if let Some(work) = slots.get_mut(*index).and_then(Option::take) {
-                        members.push(work);
-                    }
-                }
+            let counts: Vec<usize> = plan.projects.iter().map(ProjectVolumes::volume_count).collect();
+            for group in batches::group(&counts, self.inner.settings.batch_size) {
+                let projects: Vec<&ProjectVolumes> =
+                    group.projects.iter().filter_map(|index| plan.projects.get(*index)).collect();
                 batch_rows.push(Batch {
-                    number,
+                    number: batch_rows.len() as i64 + 1,
                     region: name.clone(),
-                    project_ids: members.iter().map(|w| w.project_id.clone()).collect(),
-                    project_names: members.iter().map(|w| w.project_name.clone()).collect(),
-                    total_volumes: plan.volumes as i64,
+                    project_ids: projects.iter().map(|p| p.project_id.clone()).collect(),
+                    project_names: projects
+                        .iter()
+                        .map(|p| plan.listing.project_names(&p.project_id).0)
+                        .collect(),
+                    total_volumes: group.volumes as i64,
                     completed: 0,
                     failed: 0,
                     skipped: 0,
@@ -634,8 +633,9 @@ impl Runner {
                     finished_at: None,
                     error_message: String::new(),
                 });
-                plans.push((name.clone(), members));
+                members.push((planned.len(), group.projects));
             }
+            planned.push(plan);
         }
         self.inner
             .store
@@ -644,8 +644,12 @@ impl Runner {
         self.inner.store.insert_batches(&execution.run.id, &batch_rows).await?;
         execution.live().total_batches = batch_rows.len() as i64;
         let total = batch_rows.len();
-        for (index, (mut batch, (region, members))) in batch_rows.into_iter().zip(plans).enumerate() {
-            self.run_batch(execution, &mut batch, &region, members).await?;
+        for (index, (mut batch, (region, projects))) in batch_rows.into_iter().zip(members).enumerate() {
+            let Some(plan) = planned.get(region) else { continue };
+            // Each batch's pairs are built as it starts, so only one batch's are ever held.
+            let work =
+                projects.iter().filter_map(|index| plan.projects.get(*index)).map(|p| plan.work(p)).collect();
+            self.run_batch(execution, &mut batch, &plan.region, work).await?;
             let delay = self.inner.settings.batch_delay;
             if index + 1 < total && !delay.is_zero() && !execution.stopped() {
                 tokio::time::sleep(delay).await;
@@ -676,24 +680,23 @@ impl Runner {
         }))
     }
 
-    /// The pure plan of one region: per project, the pairs to create, skip or recover and the
-    /// retention deletes. Returns the projects, the rule set version and the enrolled volumes per
-    /// policy.
+    /// The inputs of one region's plan (decisions, slots, unfinished creates) with the volumes
+    /// enrolled in scope grouped by project; counts the volumes and due pairs into the run's
+    /// progress. Returns the plan, the rule set version and the enrolled volumes per policy.
     async fn plan_region(
         &self,
         execution: &Execution,
         region: &str,
-        listing: &Listing,
-    ) -> Result<(Vec<ProjectWork>, i64, BTreeMap<String, i64>), SnapshotError> {
+        listing: Listing,
+    ) -> Result<(RegionPlan, i64, BTreeMap<String, i64>), SnapshotError> {
         let now = self.now();
         let scope = &execution.run.scope;
-        let volumes: Vec<&openstack::Volume> = listing
-            .volumes
-            .iter()
-            .filter(|v| scope.has_project(v.project_id.as_deref().unwrap_or_default()))
+        let chosen: Vec<usize> = (0..listing.volumes.len())
+            .filter(|&i| scope.has_project(listing.volumes[i].project_id.as_deref().unwrap_or_default()))
             .collect();
+        let volumes: Vec<&openstack::Volume> = chosen.iter().map(|&i| &listing.volumes[i]).collect();
         let (decisions, rule_set_version) =
-            decide(&self.inner.clients.policy, listing, &volumes, now).await?;
+            decide(&self.inner.clients.policy, &listing, &volumes, now).await?;
         let mut enrolled: BTreeMap<String, i64> = BTreeMap::new();
         for decision in &decisions {
             if decision.enrolled {
@@ -704,7 +707,6 @@ impl Runner {
         }
         let wanted: BTreeSet<String> = enrolled.keys().cloned().collect();
         let slots = self.current_slots(&wanted, now).await?;
-        let index = SnapshotIndex::build(&listing.snapshots);
         // Creates a crash left unfinished, by pair; a dry run leaves them to the next real run.
         let mut unfinished: HashMap<(String, String), Vec<WorkItem>> = HashMap::new();
         if !execution.run.dry_run {
@@ -712,95 +714,24 @@ impl Runner {
                 unfinished.entry((item.volume_id.clone(), item.policy.clone())).or_default().push(item);
             }
         }
-        let mut projects: Vec<ProjectWork> = Vec::new();
-        let mut position: HashMap<String, usize> = HashMap::new();
-        let mut counters = Counters::default();
-        for (volume, decision) in volumes.iter().zip(&decisions) {
-            let decided: Vec<&policy::DecisionPolicy> =
-                decision.policies.iter().filter(|p| scope.has_policy(&p.name)).collect();
-            if !decision.enrolled || decided.is_empty() {
-                continue;
-            }
-            counters.total_volumes += 1;
-            let project_id = volume.project_id.clone().unwrap_or_default();
-            let (project_name, domain_id, domain_name) = listing.project_names(&project_id);
-            let slot_index = *position.entry(project_id.clone()).or_insert_with(|| {
-                projects.push(ProjectWork {
-                    project_id: project_id.clone(),
-                    project_name: project_name.clone(),
-                    ..ProjectWork::default()
-                });
-                projects.len() - 1
-            });
-            let work = &mut projects[slot_index];
-            work.volumes += 1;
-            let (vm_id, vm_name) = listing.first_server(volume).unwrap_or_default();
-            for policy in decided {
-                let existing = index.of(&volume.id, &policy.name);
-                let mut pair = Pair {
-                    region: region.to_owned(),
-                    volume_id: volume.id.clone(),
-                    volume_name: volume.name.clone(),
-                    project_id: project_id.clone(),
-                    project_name: project_name.clone(),
-                    domain_id: domain_id.clone(),
-                    domain_name: domain_name.clone(),
-                    vm_id: vm_id.clone(),
-                    vm_name: vm_name.clone(),
-                    size_gb: volume.size as i64,
-                    volume_type: volume.volume_type.clone().unwrap_or_default(),
-                    volume_status: volume.status.clone(),
-                    policy: policy.name.clone(),
-                    slot: None,
-                    retention_count: policy.retention_count,
-                    batch: 0,
-                };
-                let rule = Retention {
-                    count: u32::try_from(policy.retention_count).unwrap_or(1),
-                    max_age: policy.max_age.as_ref().and_then(from_duration),
-                };
-                for deletion in crate::retention::plan(existing, rule, now, self.inner.settings.error_grace) {
-                    work.deletes.push((pair.clone(), deletion));
-                }
-                let Some(slot) = slots.get(&policy.name) else {
-                    counters.volumes_skipped += 1;
-                    work.decided.push((pair, Outcome::Skipped(pb::SkipReason::UnknownPolicy), None));
-                    continue;
-                };
-                let pending = unfinished.get(&(volume.id.clone(), policy.name.clone()));
-                for item in pending.into_iter().flatten() {
-                    let Some(item_slot) = naming::parse_slot(&item.slot) else { continue };
-                    match resolve_unfinished(item_slot, *slot, existing) {
-                        Unfinished::Found { snapshot_id } => {
-                            let recovered = Pair { slot: Some(item_slot), ..pair.clone() };
-                            let outcome = Outcome::Recovered { snapshot_id };
-                            work.decided.push((recovered, outcome, Some(item.key.clone())));
-                        }
-                        Unfinished::Lost => work.lost.push(item.key.clone()),
-                        Unfinished::Retry => {}
-                    }
-                }
-                match judge(*slot, existing) {
-                    Dueness::NoSlotYet | Dueness::Taken { .. } => {}
-                    Dueness::Due { slot } => {
-                        counters.due += 1;
-                        pair.slot = Some(slot);
-                        if !SNAPSHOTTABLE.contains(&volume.status.as_str()) {
-                            work.decided.push((pair, Outcome::Skipped(pb::SkipReason::VolumeStatus), None));
-                        } else if self.inner.settings.max_size_gb.is_some_and(|max| volume.size > max) {
-                            work.decided.push((pair, Outcome::Skipped(pb::SkipReason::SizeLimit), None));
-                        } else {
-                            work.creates.push((pair, volume.status == "in-use"));
-                        }
-                    }
-                }
-            }
-        }
+        let projects = RegionPlan::group(&listing, chosen.into_iter().zip(decisions), scope);
+        let settings = &self.inner.settings;
+        let plan = RegionPlan {
+            region: region.to_owned(),
+            listing,
+            now,
+            slots,
+            unfinished,
+            rules: Rules { error_grace: settings.error_grace, max_size_gb: settings.max_size_gb },
+            projects,
+        };
+        let volumes: usize = plan.projects.iter().map(ProjectVolumes::volume_count).sum();
+        let due: i64 = plan.projects.iter().map(|project| plan.work(project).due).sum();
         let mut live = execution.live();
-        live.counters.total_volumes += counters.total_volumes;
-        live.counters.due += counters.due;
+        live.counters.total_volumes += volumes as i64;
+        live.counters.due += due;
         drop(live);
-        Ok((projects, rule_set_version, enrolled))
+        Ok((plan, rule_set_version, enrolled))
     }
 
     /// The current slot of each policy (NextSlots); a policy policy-svc does not know is left out.
@@ -936,17 +867,20 @@ impl Runner {
         if !work.creates.is_empty() {
             self.create_due(execution, region, &work, &mut tally).await?;
         }
+        // Each delete's outcome is committed while the next delete runs.
+        let mut previous: Option<(Pair, Outcome)> = None;
         for (mut pair, deletion) in std::mem::take(&mut work.deletes) {
             if execution.stopped() {
                 break;
             }
             pair.batch = batch;
-            let outcome = if execution.run.dry_run {
-                Outcome::WouldDelete {
-                    snapshot_id: deletion.snapshot_id.clone(),
-                    reason: deletion.reason.as_str().to_owned(),
+            let delete = async {
+                if execution.run.dry_run {
+                    return Outcome::WouldDelete {
+                        snapshot_id: deletion.snapshot_id.clone(),
+                        reason: deletion.reason.as_str().to_owned(),
+                    };
                 }
-            } else {
                 let span = tracing::info_span!(
                     "snapshot.delete",
                     run_id = %execution.run.id,
@@ -955,7 +889,19 @@ impl Runner {
                 );
                 self.delete(region, &deletion).instrument(span).await
             };
-            self.record(execution, &pair, outcome, None, &mut tally).await?;
+            let outcome = match previous.take() {
+                Some((done, outcome)) => {
+                    let (recorded, next) =
+                        tokio::join!(self.record(execution, &done, outcome, None, &mut tally), delete);
+                    recorded?;
+                    next
+                }
+                None => delete.await,
+            };
+            previous = Some((pair, outcome));
+        }
+        if let Some((done, outcome)) = previous {
+            self.record(execution, &done, outcome, None, &mut tally).await?;
         }
         execution.live().counters.processed_volumes += work.volumes as i64;
         Ok(tally)
@@ -1127,6 +1073,7 @@ impl Runner {
                 identity::ScopeMode::Unspecified => audit::ScopeMode::Unspecified,
             }
         });
+        let mut previous = None;
         for key in &admission.admitted {
             let (pair, in_use) = &work.creates[*key];
             if execution.stopped() {
@@ -1139,7 +1086,11 @@ impl Runner {
                     .await?;
                 continue;
             }
-            self.create(execution, &client, pair, *in_use, scope_mode, tally).await?;
+            previous =
+                Some(self.create(execution, &client, pair, *in_use, scope_mode, previous, tally).await?);
+        }
+        if let Some(created) = previous {
+            self.record(execution, created.pair, created.outcome, Some(created.update), tally).await?;
         }
         Ok(())
     }
@@ -1154,17 +1105,21 @@ impl Runner {
         Some(())
     }
 
-    /// One create: the work item first, then the call, then the outcome with its records.
+    /// One create: the work item first, then the call; returns the outcome for the caller to
+    /// record. The `previous` create's outcome is committed while this work item is written, so
+    /// a project's creates wait on one commit each instead of two.
+    #[allow(clippy::too_many_arguments)]
     #[tracing::instrument(name = "snapshot.create", skip_all, fields(run_id = %execution.run.id, volume_id = %pair.volume_id, project_id = %pair.project_id, policy = %pair.policy))]
-    async fn create(
+    async fn create<'a>(
         &self,
         execution: &Execution,
         client: &OpenStack,
-        pair: &Pair,
+        pair: &'a Pair,
         in_use: bool,
         scope_mode: audit::ScopeMode,
+        previous: Option<Created<'_>>,
         tally: &mut Tally,
-    ) -> Result<(), SnapshotError> {
+    ) -> Result<Created<'a>, SnapshotError> {
         let slot = pair.slot.unwrap_or_else(|| self.now());
         let key = naming::idempotency_key(&pair.volume_id, &pair.policy, slot);
         let item = WorkItem {
@@ -1176,7 +1131,15 @@ impl Runner {
             slot: naming::slot_text(slot),
             region: pair.region.clone(),
         };
-        self.inner.store.begin_create(&item, self.now()).await?;
+        let begin = self.inner.store.begin_create(&item, self.now());
+        match previous {
+            Some(created) => {
+                let record =
+                    self.record(execution, created.pair, created.outcome, Some(created.update), tally);
+                tokio::try_join!(record, begin)?;
+            }
+            None => begin.await?,
+        }
         let target = naming::SnapshotFor {
             project_id: &pair.project_id,
             project_name: &pair.project_name,
@@ -1221,8 +1184,7 @@ impl Runner {
                 (Outcome::CreateFailed { error: text.clone(), request_id }, "failed", None, Some(text))
             }
         };
-        let update = WorkItemUpdate { key, state, snapshot_id, error };
-        self.record(execution, pair, outcome, Some(update), tally).await
+        Ok(Created { pair, outcome, update: WorkItemUpdate { key, state, snapshot_id, error } })
     }
 
     /// Commits one pair outcome with its records and counts it.
