@@ -16,10 +16,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::AuditError;
 use crate::compliance::{self, Group, Summary};
 use crate::events::{MAX_BATCH, kind_name, stored_name, time_of, validate};
-use crate::inventory::Assembly;
+use crate::inventory::{Assembly, Step};
 use crate::paging::{decode, decode_offset, encode, next_offset_token, page_size};
 use crate::report::{ComplianceQuery, ComplianceReport, DEFAULT_DAYS, JudgedRow, Order};
-use crate::store::{Cursor, RecordQuery, RunQuery, Store, timestamp};
+use crate::store::{Cursor, RecordQuery, RunQuery, StagedSync, Store, SyncResult, timestamp};
 
 /// Records per ExportRecords message.
 const EXPORT_CHUNK: usize = 1000;
@@ -231,7 +231,55 @@ fn rollups_out(groups: &BTreeMap<String, Group>, days: u32) -> Vec<pb::Complianc
     out
 }
 
+/// The stage of a sync being received, discarded when the guard drops still holding it: when the
+/// sync failed, and also when the server drops the request because the client went away.
+struct StageGuard {
+    store: Store,
+    staged: Option<StagedSync>,
+}
+
+impl Drop for StageGuard {
+    fn drop(&mut self) {
+        let Some(staged) = self.staged.take() else { return };
+        // A dropped request runs no more of its own code, so the discarding gets a task of its own.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let store = self.store.clone();
+        runtime.spawn(async move {
+            if let Err(err) = store.discard_sync(&staged).await {
+                tracing::warn!(sync_id = %staged.header.sync_id, error = %err, "discarding a failed inventory sync failed");
+            }
+        });
+    }
+}
+
 impl AuditApi {
+    /// Receives a SyncInventory stream, staging each chunk as it arrives (so memory holds one
+    /// chunk, whatever the inventory's size), and applies the sync at its end. `staged` is the
+    /// sync's stage once the header came, for the caller to discard on failure.
+    async fn receive_sync(
+        &self,
+        stream: &mut Streaming<pb::SyncInventoryRequest>,
+        staged: &mut Option<StagedSync>,
+    ) -> Result<(pb::SyncEnd, SyncResult), Status> {
+        let mut assembly = Assembly::default();
+        while let Some(message) = stream.message().await? {
+            match (assembly.accept(message)?, staged.as_ref()) {
+                (Step::Header(header), _) => {
+                    *staged = Some(self.store.begin_sync(header, self.report.now()).await?);
+                }
+                (Step::Chunk(number, chunk), Some(sync)) => {
+                    self.store.stage_chunk(sync, number, &chunk, self.report.now()).await?;
+                }
+                (Step::Chunk(..) | Step::End, _) => {}
+            }
+        }
+        let received = assembly.finish()?;
+        let sync =
+            staged.as_ref().ok_or_else(|| AuditError::invalid("header", "stream closed without a header"))?;
+        let result = self.store.apply_sync(sync, received, self.report.now()).await?;
+        Ok((received, result))
+    }
+
     async fn get_compliance_inner(
         &self,
         request: pb::GetComplianceRequest,
@@ -602,26 +650,26 @@ impl AuditService for AuditApi {
         request: Request<Streaming<pb::SyncInventoryRequest>>,
     ) -> Result<Response<pb::SyncInventoryResponse>, Status> {
         let mut stream = request.into_inner();
-        let mut assembly = Assembly::default();
-        while let Some(message) = stream.message().await? {
-            assembly.accept(message)?;
-        }
-        let inventory = assembly.finish()?;
-        let result = self.store.apply_sync(&inventory, self.report.now()).await?;
+        let mut stage = StageGuard { store: self.store.clone(), staged: None };
+        let (received, result) = self.receive_sync(&mut stream, &mut stage.staged).await?;
+        // Applied, or answered from before: either way nothing of it is staged any more.
+        let staged = stage.staged.take();
         let report = Arc::clone(&self.report);
         tokio::spawn(async move {
             if let Err(err) = report.after_sync().await {
                 tracing::warn!(error = %err, "judging the synced inventory failed");
             }
         });
-        tracing::info!(
-            sync_id = %inventory.header.sync_id,
-            region = %inventory.header.region,
-            applied = result.applied,
-            volumes = inventory.volumes.len(),
-            disappeared = result.response.volumes_disappeared,
-            "inventory sync"
-        );
+        if let Some(staged) = staged {
+            tracing::info!(
+                sync_id = %staged.header.sync_id,
+                region = %staged.header.region,
+                applied = result.applied,
+                volumes = received.volume_count,
+                disappeared = result.response.volumes_disappeared,
+                "inventory sync"
+            );
+        }
         Ok(Response::new(result.response))
     }
 

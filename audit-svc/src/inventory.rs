@@ -1,6 +1,7 @@
 //! The SyncInventory stream as a state machine (header, chunks, end) that validates every message
-//! and item, and the facts derived from an item: which (volume, policy) pairs are enrolled, and
-//! what a snapshot's metadata says about it. Pure: the store applies the result.
+//! and item without keeping the items, and the facts derived from an item: which (volume, policy)
+//! pairs are enrolled, and what a snapshot's metadata says about it. Pure: the store stages each
+//! chunk and applies the sync at its end.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -30,163 +31,76 @@ pub struct Header {
     pub source: String,
 }
 
-/// A complete, validated inventory of one region.
-#[derive(Debug, Clone)]
-pub struct Inventory {
-    /// The header.
-    pub header: Header,
-    /// Keystone domains.
-    pub domains: Vec<pb::InventoryDomain>,
-    /// Keystone projects.
-    pub projects: Vec<pb::InventoryProject>,
-    /// Nova servers.
-    pub servers: Vec<pb::InventoryServer>,
-    /// Cinder volumes.
-    pub volumes: Vec<pb::InventoryVolume>,
-    /// Cinder snapshots.
-    pub snapshots: Vec<pb::InventorySnapshot>,
+/// What one accepted message of the stream amounts to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// The header: the store starts staging the sync.
+    Header(Header),
+    /// A chunk (its 1-based number and its items), valid on its own: the store stages its items
+    /// and refuses an id an earlier chunk already sent, which only it can tell.
+    Chunk(usize, pb::InventoryChunk),
+    /// The end message, agreeing with the counts received.
+    End,
 }
 
-impl Inventory {
-    /// The counts received, as an end message states them.
-    pub fn counts(&self) -> pb::SyncEnd {
-        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
-        pb::SyncEnd {
-            domain_count: count(self.domains.len()),
-            project_count: count(self.projects.len()),
-            server_count: count(self.servers.len()),
-            volume_count: count(self.volumes.len()),
-            snapshot_count: count(self.snapshots.len()),
-        }
-    }
-}
-
-/// Ids seen so far per kind, so a repeated id is refused.
-#[derive(Debug, Default)]
-struct Seen {
-    domains: HashSet<String>,
-    projects: HashSet<String>,
-    servers: HashSet<String>,
-    volumes: HashSet<String>,
-    snapshots: HashSet<String>,
-}
-
-/// Collects a sync stream message by message.
+/// Follows a sync stream message by message. It keeps only counts, so its memory does not grow
+/// with the inventory: the items go on to the store chunk by chunk.
 #[derive(Debug, Default)]
 pub struct Assembly {
-    inventory: Option<Inventory>,
-    seen: Seen,
+    started: bool,
+    received: pb::SyncEnd,
     chunks: usize,
     ended: bool,
 }
 
-fn check_ids<'a>(
-    field: &str,
-    ids: impl Iterator<Item = &'a str>,
-    seen: &mut HashSet<String>,
-) -> Result<(), AuditError> {
+/// Refuses an empty id or one sent twice within the chunk.
+fn check_ids<'a>(field: &str, ids: impl Iterator<Item = &'a str>) -> Result<(), AuditError> {
+    let mut seen = HashSet::new();
     for (index, id) in ids.enumerate() {
         if id.is_empty() {
             return Err(AuditError::invalid(format!("{field}[{index}].id"), "required"));
         }
-        if !seen.insert(id.to_owned()) {
+        if !seen.insert(id) {
             return Err(AuditError::invalid(format!("{field}[{index}].id"), format!("{id} sent twice")));
         }
     }
     Ok(())
 }
 
+fn count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 impl Assembly {
     /// Takes the next message of the stream.
-    pub fn accept(&mut self, message: pb::SyncInventoryRequest) -> Result<(), AuditError> {
+    pub fn accept(&mut self, message: pb::SyncInventoryRequest) -> Result<Step, AuditError> {
         if self.ended {
             return Err(AuditError::invalid("message", "a message after the end message"));
         }
-        match (message.message, self.inventory.as_mut()) {
-            (None, _) => Err(AuditError::invalid("message", "empty message: header, chunk or end")),
-            (Some(Message::Header(header)), None) => {
-                self.inventory = Some(Inventory {
-                    header: header_of(&header)?,
-                    domains: Vec::new(),
-                    projects: Vec::new(),
-                    servers: Vec::new(),
-                    volumes: Vec::new(),
-                    snapshots: Vec::new(),
-                });
-                Ok(())
+        match message.message {
+            None => Err(AuditError::invalid("message", "empty message: header, chunk or end")),
+            Some(Message::Header(header)) if !self.started => {
+                let header = header_of(&header)?;
+                self.started = true;
+                Ok(Step::Header(header))
             }
-            (Some(Message::Header(_)), Some(_)) => Err(AuditError::invalid("header", "a second header")),
-            (Some(_), None) => Err(AuditError::invalid("header", "the first message must be the header")),
-            (Some(Message::Chunk(chunk)), Some(inventory)) => {
+            Some(Message::Header(_)) => Err(AuditError::invalid("header", "a second header")),
+            Some(_) if !self.started => {
+                Err(AuditError::invalid("header", "the first message must be the header"))
+            }
+            Some(Message::Chunk(chunk)) => {
                 self.chunks += 1;
-                let at = format!("chunk {}", self.chunks);
-                let items = chunk.domains.len()
-                    + chunk.projects.len()
-                    + chunk.servers.len()
-                    + chunk.volumes.len()
-                    + chunk.snapshots.len();
-                if items > MAX_CHUNK_ITEMS {
-                    return Err(AuditError::invalid(at, format!("{items} items; at most {MAX_CHUNK_ITEMS}")));
-                }
-                let seen = &mut self.seen;
-                check_ids(
-                    &format!("{at} domains"),
-                    chunk.domains.iter().map(|d| d.id.as_str()),
-                    &mut seen.domains,
-                )?;
-                check_ids(
-                    &format!("{at} projects"),
-                    chunk.projects.iter().map(|p| p.id.as_str()),
-                    &mut seen.projects,
-                )?;
-                check_ids(
-                    &format!("{at} servers"),
-                    chunk.servers.iter().map(|s| s.id.as_str()),
-                    &mut seen.servers,
-                )?;
-                check_ids(
-                    &format!("{at} volumes"),
-                    chunk.volumes.iter().map(|v| v.id.as_str()),
-                    &mut seen.volumes,
-                )?;
-                check_ids(
-                    &format!("{at} snapshots"),
-                    chunk.snapshots.iter().map(|s| s.id.as_str()),
-                    &mut seen.snapshots,
-                )?;
-                for (index, volume) in chunk.volumes.iter().enumerate() {
-                    if volume.size_gb < 0 {
-                        return Err(AuditError::invalid(
-                            format!("{at} volumes[{index}].size_gb"),
-                            "negative",
-                        ));
-                    }
-                    for (name, t) in [("created_at", &volume.created_at), ("updated_at", &volume.updated_at)]
-                    {
-                        if let Some(t) = t {
-                            time_of(&format!("{at} volumes[{index}].{name}"), t)?;
-                        }
-                    }
-                }
-                for (index, snapshot) in chunk.snapshots.iter().enumerate() {
-                    let field = format!("{at} snapshots[{index}]");
-                    if snapshot.volume_id.is_empty() {
-                        return Err(AuditError::invalid(format!("{field}.volume_id"), "required"));
-                    }
-                    match &snapshot.created_at {
-                        Some(t) => time_of(&format!("{field}.created_at"), t)?,
-                        None => return Err(AuditError::invalid(format!("{field}.created_at"), "required")),
-                    };
-                }
-                inventory.domains.extend(chunk.domains);
-                inventory.projects.extend(chunk.projects);
-                inventory.servers.extend(chunk.servers);
-                inventory.volumes.extend(chunk.volumes);
-                inventory.snapshots.extend(chunk.snapshots);
-                Ok(())
+                check_chunk(self.chunks, &chunk)?;
+                let received = &mut self.received;
+                received.domain_count += count(chunk.domains.len());
+                received.project_count += count(chunk.projects.len());
+                received.server_count += count(chunk.servers.len());
+                received.volume_count += count(chunk.volumes.len());
+                received.snapshot_count += count(chunk.snapshots.len());
+                Ok(Step::Chunk(self.chunks, chunk))
             }
-            (Some(Message::End(end)), Some(inventory)) => {
-                let received = inventory.counts();
+            Some(Message::End(end)) => {
+                let received = &self.received;
                 let pairs = [
                     ("end.domain_count", end.domain_count, received.domain_count),
                     ("end.project_count", end.project_count, received.project_count),
@@ -200,19 +114,58 @@ impl Assembly {
                     }
                 }
                 self.ended = true;
-                Ok(())
+                Ok(Step::End)
             }
         }
     }
 
-    /// The inventory, once the end message has arrived.
-    pub fn finish(self) -> Result<Inventory, AuditError> {
-        match self.inventory {
-            Some(inventory) if self.ended => Ok(inventory),
-            Some(_) => Err(AuditError::invalid("end", "stream closed without the end message")),
-            None => Err(AuditError::invalid("header", "stream closed without a header")),
+    /// The counts received, once the end message has arrived.
+    pub fn finish(self) -> Result<pb::SyncEnd, AuditError> {
+        match (self.started, self.ended) {
+            (true, true) => Ok(self.received),
+            (true, false) => Err(AuditError::invalid("end", "stream closed without the end message")),
+            (false, _) => Err(AuditError::invalid("header", "stream closed without a header")),
         }
     }
+}
+
+/// Validates chunk `number` on its own.
+fn check_chunk(number: usize, chunk: &pb::InventoryChunk) -> Result<(), AuditError> {
+    let at = format!("chunk {number}");
+    let items = chunk.domains.len()
+        + chunk.projects.len()
+        + chunk.servers.len()
+        + chunk.volumes.len()
+        + chunk.snapshots.len();
+    if items > MAX_CHUNK_ITEMS {
+        return Err(AuditError::invalid(at, format!("{items} items; at most {MAX_CHUNK_ITEMS}")));
+    }
+    check_ids(&format!("{at} domains"), chunk.domains.iter().map(|d| d.id.as_str()))?;
+    check_ids(&format!("{at} projects"), chunk.projects.iter().map(|p| p.id.as_str()))?;
+    check_ids(&format!("{at} servers"), chunk.servers.iter().map(|s| s.id.as_str()))?;
+    check_ids(&format!("{at} volumes"), chunk.volumes.iter().map(|v| v.id.as_str()))?;
+    check_ids(&format!("{at} snapshots"), chunk.snapshots.iter().map(|s| s.id.as_str()))?;
+    for (index, volume) in chunk.volumes.iter().enumerate() {
+        if volume.size_gb < 0 {
+            return Err(AuditError::invalid(format!("{at} volumes[{index}].size_gb"), "negative"));
+        }
+        for (name, t) in [("created_at", &volume.created_at), ("updated_at", &volume.updated_at)] {
+            if let Some(t) = t {
+                time_of(&format!("{at} volumes[{index}].{name}"), t)?;
+            }
+        }
+    }
+    for (index, snapshot) in chunk.snapshots.iter().enumerate() {
+        let field = format!("{at} snapshots[{index}]");
+        if snapshot.volume_id.is_empty() {
+            return Err(AuditError::invalid(format!("{field}.volume_id"), "required"));
+        }
+        match &snapshot.created_at {
+            Some(t) => time_of(&format!("{field}.created_at"), t)?,
+            None => return Err(AuditError::invalid(format!("{field}.created_at"), "required")),
+        };
+    }
+    Ok(())
 }
 
 fn header_of(header: &pb::SyncHeader) -> Result<Header, AuditError> {
@@ -299,10 +252,12 @@ mod tests {
         }
     }
 
+    fn chunk_of(volumes: Vec<pb::InventoryVolume>) -> pb::InventoryChunk {
+        pb::InventoryChunk { volumes, ..pb::InventoryChunk::default() }
+    }
+
     fn chunk(volumes: Vec<pb::InventoryVolume>) -> pb::SyncInventoryRequest {
-        pb::SyncInventoryRequest {
-            message: Some(Message::Chunk(pb::InventoryChunk { volumes, ..pb::InventoryChunk::default() })),
-        }
+        pb::SyncInventoryRequest { message: Some(Message::Chunk(chunk_of(volumes))) }
     }
 
     fn end(volume_count: i64) -> pb::SyncInventoryRequest {
@@ -315,7 +270,7 @@ mod tests {
         pb::InventoryVolume { id: id.to_owned(), ..pb::InventoryVolume::default() }
     }
 
-    fn field(result: Result<(), AuditError>) -> String {
+    fn field(result: Result<Step, AuditError>) -> String {
         match result {
             Err(AuditError::Invalid { field, .. }) => field,
             other => panic!("expected invalid, got {other:?}"),
@@ -323,15 +278,16 @@ mod tests {
     }
 
     #[test]
-    fn a_well_formed_stream_assembles() {
+    fn a_well_formed_stream_passes_chunks_on_and_counts_them() {
         let mut assembly = Assembly::default();
-        assembly.accept(header()).unwrap();
-        assembly.accept(chunk(vec![volume("a")])).unwrap();
-        assembly.accept(chunk(vec![volume("b")])).unwrap();
-        assembly.accept(end(2)).unwrap();
-        let inventory = assembly.finish().unwrap();
-        assert_eq!(inventory.volumes.len(), 2);
-        assert_eq!(inventory.header.region, "RegionOne");
+        assert!(matches!(assembly.accept(header()).unwrap(), Step::Header(h) if h.region == "RegionOne"));
+        assert_eq!(
+            assembly.accept(chunk(vec![volume("a")])).unwrap(),
+            Step::Chunk(1, chunk_of(vec![volume("a")]))
+        );
+        assert!(matches!(assembly.accept(chunk(vec![volume("b")])).unwrap(), Step::Chunk(2, _)));
+        assert_eq!(assembly.accept(end(2)).unwrap(), Step::End);
+        assert_eq!(assembly.finish().unwrap(), pb::SyncEnd { volume_count: 2, ..pb::SyncEnd::default() });
     }
 
     #[test]
@@ -342,13 +298,16 @@ mod tests {
         assert_eq!(field(assembly.accept(header())), "header");
         assembly.accept(chunk(vec![volume("a")])).unwrap();
         assert_eq!(field(assembly.accept(chunk(vec![volume("b"), volume("")]))), "chunk 2 volumes[1].id");
-        assert_eq!(field(assembly.accept(chunk(vec![volume("a")]))), "chunk 3 volumes[0].id");
+        assert_eq!(field(assembly.accept(chunk(vec![volume("c"), volume("c")]))), "chunk 3 volumes[1].id");
         assert_eq!(field(assembly.accept(end(5))), "end.volume_count");
         assembly.accept(end(1)).unwrap();
         assert_eq!(field(assembly.accept(end(1))), "message");
         let mut unfinished = Assembly::default();
         unfinished.accept(header()).unwrap();
         assert!(matches!(unfinished.finish(), Err(AuditError::Invalid { field, .. }) if field == "end"));
+        assert!(
+            matches!(Assembly::default().finish(), Err(AuditError::Invalid { field, .. }) if field == "header")
+        );
     }
 
     #[test]

@@ -133,6 +133,8 @@ pub async fn serve(
         sender = Some(tokio::spawn(webhooks::deliver(store.clone(), settings, wake)));
     }
     let report = Arc::new(report);
+    // Stages of syncs this service was receiving when it stopped (past the abandon age).
+    store.discard_abandoned_syncs(report.now()).await?;
     let daily = tokio::spawn(report::record_daily(Arc::clone(&report), ROLLUP_CHECK_INTERVAL));
     let gauges = tokio::spawn(metrics::track(
         Arc::clone(&report),

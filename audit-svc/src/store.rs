@@ -6,14 +6,15 @@
 //! Production: run migrations as the schema owner, then connect the service as a login role that
 //! is a member of `snapkeeper_audit_writer` and owns nothing (`CREATE ROLE audit_svc LOGIN
 //! PASSWORD ...; GRANT snapkeeper_audit_writer TO audit_svc;` plus SELECT, INSERT, UPDATE,
-//! DELETE on the `inventory_*` tables only). Then even a statement outside `SET LOCAL ROLE` cannot
+//! DELETE on the `inventory_*` tables and USAGE on `inventory_stages_stage_seq` only). Then even a statement outside `SET LOCAL ROLE` cannot
 //! change an audit row; the owner's rights stay with the migration job.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
+use futures::TryStreamExt as _;
 use service_kit::db::{Backend, Database};
 use snapkeeper_proto::audit::v1::{self as pb, EventKind, event::RunDetail};
 use snapkeeper_proto::prost::Message as _;
@@ -24,7 +25,7 @@ use sqlx::{Any, AnyPool, AssertSqlSafe, Row, Transaction};
 use crate::AuditError;
 use crate::compliance::{self, Attempt, Outcome, SnapshotStats};
 use crate::events::{ValidEvent, is_run_kind, kind_name, kind_of, proto_name, stored_name};
-use crate::inventory::{Inventory, enrollments, snapshot_meta};
+use crate::inventory::{Header, enrollments, snapshot_meta};
 use crate::webhooks::{self, AttemptResult, Crossing, NewDelivery};
 
 /// The role audit writes run as on PostgreSQL.
@@ -47,9 +48,37 @@ fn rows_per_insert(connection: &sqlx::AnyConnection, columns: usize) -> usize {
     (params / columns.max(1)).max(1)
 }
 
-/// Columns of `inventory_snapshots`, in the order a sync writes them.
-const SNAPSHOT_COLUMNS: [&str; 14] = [
-    "region",
+/// The staging tables of inventory syncs, keyed by `stage` (see migration 0003).
+const STAGE_TABLES: [&str; 6] = [
+    "inventory_stage_domains",
+    "inventory_stage_projects",
+    "inventory_stage_servers",
+    "inventory_stage_volumes",
+    "inventory_stage_enrollments",
+    "inventory_stage_snapshots",
+];
+
+const STAGE_DOMAIN_COLUMNS: [&str; 4] = ["stage", "id", "name", "enabled"];
+const STAGE_PROJECT_COLUMNS: [&str; 5] = ["stage", "id", "name", "domain_id", "enabled"];
+const STAGE_SERVER_COLUMNS: [&str; 5] = ["stage", "id", "name", "project_id", "status"];
+const STAGE_VOLUME_COLUMNS: [&str; 13] = [
+    "stage",
+    "id",
+    "name",
+    "project_id",
+    "status",
+    "size_gb",
+    "volume_type",
+    "bootable",
+    "availability_zone",
+    "vm_id",
+    "metadata",
+    "created_at",
+    "updated_at",
+];
+const STAGE_ENROLLMENT_COLUMNS: [&str; 4] = ["stage", "volume_id", "policy_name", "retention_count"];
+const STAGE_SNAPSHOT_COLUMNS: [&str; 13] = [
+    "stage",
     "id",
     "name",
     "volume_id",
@@ -62,8 +91,82 @@ const SNAPSHOT_COLUMNS: [&str; 14] = [
     "slot",
     "held",
     "created_at",
-    "last_seen_at",
 ];
+
+/// Staging skips a row whose key is staged already; the caller compares the count inserted.
+const ON_CONFLICT_SKIP: &str = " ON CONFLICT DO NOTHING";
+
+/// How long a stage may stay untouched before it counts as abandoned (its service stopped
+/// mid-stream) and is deleted.
+pub const ABANDONED_STAGE_HOURS: i64 = 1;
+
+/// Staged volumes new to the region. $1: stage, $2: region.
+const VOLUMES_ADDED_SQL: &str = "SELECT COUNT(*) AS n FROM inventory_stage_volumes s WHERE s.stage = $1 \
+     AND NOT EXISTS (SELECT 1 FROM inventory_volumes v WHERE v.region = $2 AND v.id = s.id)";
+
+/// Snapshots of the region's view that the stage no longer has. $1: stage, $2: region.
+const SNAPSHOTS_GONE_SQL: &str = "SELECT COUNT(*) AS n FROM inventory_snapshots v WHERE v.region = $2 \
+     AND NOT EXISTS (SELECT 1 FROM inventory_stage_snapshots s WHERE s.stage = $1 AND s.id = v.id)";
+
+/// Records the volumes of the region's view that the stage no longer has (the caller appends
+/// the ORDER BY). $1: stage, $2: region, $3: listed_at, $4: sync id.
+const DISAPPEARED_SQL: &str = "INSERT INTO inventory_disappeared_volumes \
+     (sync_id, region, volume_id, volume_name, project_id, last_seen_at, disappeared_at) \
+     SELECT $4, v.region, v.id, v.name, v.project_id, v.last_seen_at, $3 FROM inventory_volumes v \
+     WHERE v.region = $2 AND NOT EXISTS (SELECT 1 FROM inventory_stage_volumes s WHERE s.stage = $1 AND s.id = v.id)";
+
+/// Tables of the region's view that a sync replaces whole (nothing in them outlives a sync).
+const REPLACED_TABLES: [&str; 4] =
+    ["inventory_domains", "inventory_projects", "inventory_servers", "inventory_snapshots"];
+
+/// Volumes and enrolled pairs of the region's view that the stage no longer has, deleted before
+/// the stage's are upserted. $1: stage, $2: region.
+const GONE_SQL: [&str; 2] = [
+    "DELETE FROM inventory_volumes WHERE region = $2 AND NOT EXISTS \
+     (SELECT 1 FROM inventory_stage_volumes s WHERE s.stage = $1 AND s.id = inventory_volumes.id)",
+    "DELETE FROM inventory_enrollments WHERE region = $2 AND NOT EXISTS \
+     (SELECT 1 FROM inventory_stage_enrollments p WHERE p.stage = $1 \
+     AND p.volume_id = inventory_enrollments.volume_id AND p.policy_name = inventory_enrollments.policy_name)",
+];
+
+/// Copies the stage into the region's view. $1: stage, $2: region, $3: listed_at. Volumes are
+/// upserted so that `first_seen_at` survives.
+const STAGED_INTO_VIEW_SQL: [&str; 5] = [
+    "INSERT INTO inventory_domains (region, id, name, enabled, last_seen_at) \
+     SELECT $2, id, name, enabled, $3 FROM inventory_stage_domains WHERE stage = $1",
+    "INSERT INTO inventory_projects (region, id, name, domain_id, enabled, last_seen_at) \
+     SELECT $2, id, name, domain_id, enabled, $3 FROM inventory_stage_projects WHERE stage = $1",
+    "INSERT INTO inventory_servers (region, id, name, project_id, status, last_seen_at) \
+     SELECT $2, id, name, project_id, status, $3 FROM inventory_stage_servers WHERE stage = $1",
+    "INSERT INTO inventory_snapshots (region, id, name, volume_id, project_id, original_project_id, status, \
+     size_gb, created_by, policy_name, slot, held, created_at, last_seen_at) \
+     SELECT $2, id, name, volume_id, project_id, original_project_id, status, size_gb, created_by, \
+     policy_name, slot, held, created_at, $3 FROM inventory_stage_snapshots WHERE stage = $1",
+    "INSERT INTO inventory_volumes (region, id, name, project_id, status, size_gb, volume_type, bootable, \
+     availability_zone, vm_id, metadata, created_at, updated_at, first_seen_at, last_seen_at) \
+     SELECT $2, id, name, project_id, status, size_gb, volume_type, bootable, availability_zone, vm_id, \
+     metadata, created_at, updated_at, $3, $3 FROM inventory_stage_volumes WHERE stage = $1 \
+     ON CONFLICT (region, id) DO UPDATE SET name = excluded.name, project_id = excluded.project_id, \
+     status = excluded.status, size_gb = excluded.size_gb, volume_type = excluded.volume_type, \
+     bootable = excluded.bootable, availability_zone = excluded.availability_zone, vm_id = excluded.vm_id, \
+     metadata = excluded.metadata, created_at = excluded.created_at, updated_at = excluded.updated_at, \
+     last_seen_at = excluded.last_seen_at",
+];
+
+/// Upserts the stage's enrolled pairs, keeping `enrolled_at` of a pair seen before. A new pair
+/// was enrolled no later than the oldest slot (else creation) a snapshot of ours stands for, nor
+/// than listed_at: the old system's volumes were enrolled long before our first sync.
+/// $1: stage, $2: region, $3: listed_at, $4, $5: the `created_by` values that are ours.
+const ENROLLMENTS_SQL: &str = "INSERT INTO inventory_enrollments \
+     (region, volume_id, policy_name, retention_count, enrolled_at) \
+     SELECT $2, p.volume_id, p.policy_name, p.retention_count, \
+     CASE WHEN e.earliest < $3 THEN e.earliest ELSE $3 END \
+     FROM inventory_stage_enrollments p LEFT JOIN \
+     (SELECT volume_id, policy_name, MIN(COALESCE(slot, created_at)) AS earliest FROM inventory_stage_snapshots \
+      WHERE stage = $1 AND created_by IN ($4, $5) GROUP BY volume_id, policy_name) e \
+     ON e.volume_id = p.volume_id AND e.policy_name = p.policy_name \
+     WHERE p.stage = $1 \
+     ON CONFLICT (region, volume_id, policy_name) DO UPDATE SET retention_count = excluded.retention_count";
 
 /// The newest record id.
 pub const RECORDS_HIGH_WATER_SQL: &str = "SELECT MAX(seq) AS seq FROM snapshot_records";
@@ -149,10 +252,6 @@ fn int(row: &AnyRow, column: &str) -> Result<i64, AuditError> {
     Ok(row.try_get::<Option<i64>, _>(column)?.unwrap_or_default())
 }
 
-fn count(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
 /// One bound value.
 #[derive(Debug, Clone)]
 enum Value {
@@ -232,20 +331,33 @@ async fn insert_rows(
     columns: &[&str],
     rows: Vec<Vec<Value>>,
 ) -> Result<(), AuditError> {
+    insert_rows_then(tx, table, columns, rows, "").await.map(|_| ())
+}
+
+/// [`insert_rows`] with `suffix` (an ON CONFLICT clause) after each statement; the rows inserted.
+async fn insert_rows_then(
+    tx: &mut Transaction<'static, Any>,
+    table: &str,
+    columns: &[&str],
+    rows: Vec<Vec<Value>>,
+    suffix: &str,
+) -> Result<u64, AuditError> {
     let per_statement = rows_per_insert(tx, columns.len());
+    let mut inserted = 0;
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
         let batch: Vec<Vec<Value>> = rows.by_ref().take(per_statement).collect();
         let sql = format!(
-            "INSERT INTO {table} ({}) VALUES {}",
+            "INSERT INTO {table} ({}) VALUES {}{suffix}",
             columns.join(", "),
             placeholders(batch.len(), columns.len())
         );
-        bind_all(sqlx::query(AssertSqlSafe(sql)), batch.into_iter().flatten().collect())
+        inserted += bind_all(sqlx::query(AssertSqlSafe(sql)), batch.into_iter().flatten().collect())
             .execute(&mut **tx)
-            .await?;
+            .await?
+            .rows_affected();
     }
-    Ok(())
+    Ok(inserted)
 }
 
 /// AND-ed conditions with their values; `?` in a clause becomes the next `$n`.
@@ -379,13 +491,23 @@ pub struct SyncResult {
     pub response: pb::SyncInventoryResponse,
 }
 
-/// A volume of the previous view, as a sync finds it.
+/// A chunk's items of one kind: their staging table and its columns, their ids and rows.
+type StagedKind<'a> = (&'static str, &'static [&'static str], Vec<&'a str>, Vec<Vec<Value>>);
+
+/// A sync being received: its header and the stage its chunks go to.
 #[derive(Debug, Clone)]
-struct KnownVolume {
-    name: String,
-    project_id: String,
-    first_seen_at: String,
-    last_seen_at: String,
+pub struct StagedSync {
+    /// The header.
+    pub header: Header,
+    /// Key of its staged rows; `None` when its sync id was applied before (nothing is staged).
+    stage: Option<i64>,
+}
+
+/// The error for a sync whose stage was deleted as abandoned.
+fn abandoned(sync_id: &str) -> AuditError {
+    AuditError::FailedPrecondition(format!(
+        "sync {sync_id} idled for more than {ABANDONED_STAGE_HOURS} h and its chunks were discarded; send it again"
+    ))
 }
 
 /// One enrolled pair with what the inventory says about its volume.
@@ -1154,18 +1276,11 @@ impl Store {
         Ok(summary)
     }
 
-    /// The earlier result of `sync_id`, if it was applied.
-    async fn earlier_sync(
+    /// The disappeared volumes `sync_id` recorded, the first 1000 in id order.
+    async fn disappeared_volumes(
         tx: &mut Transaction<'static, Any>,
         sync_id: &str,
-    ) -> Result<Option<pb::SyncInventoryResponse>, AuditError> {
-        let Some(row) = sqlx::query("SELECT * FROM inventory_syncs WHERE sync_id = $1")
-            .bind(sync_id.to_owned())
-            .fetch_optional(&mut **tx)
-            .await?
-        else {
-            return Ok(None);
-        };
+    ) -> Result<Vec<pb::DisappearedVolume>, AuditError> {
         let disappeared = sqlx::query(
             "SELECT volume_id, volume_name, project_id, last_seen_at FROM inventory_disappeared_volumes \
              WHERE sync_id = $1 ORDER BY seq LIMIT 1000",
@@ -1182,6 +1297,21 @@ impl Store {
                 last_seen_at: Some(timestamp(time(d, "last_seen_at")?)),
             });
         }
+        Ok(volumes)
+    }
+
+    /// The earlier result of `sync_id`, if it was applied.
+    async fn earlier_sync(
+        tx: &mut Transaction<'static, Any>,
+        sync_id: &str,
+    ) -> Result<Option<pb::SyncInventoryResponse>, AuditError> {
+        let Some(row) = sqlx::query("SELECT * FROM inventory_syncs WHERE sync_id = $1")
+            .bind(sync_id.to_owned())
+            .fetch_optional(&mut **tx)
+            .await?
+        else {
+            return Ok(None);
+        };
         Ok(Some(pb::SyncInventoryResponse {
             sync_id: sync_id.to_owned(),
             applied: true,
@@ -1196,24 +1326,299 @@ impl Store {
             volumes_added: int(&row, "volumes_added")?,
             volumes_disappeared: int(&row, "volumes_disappeared")?,
             snapshots_disappeared: int(&row, "snapshots_disappeared")?,
-            disappeared_volumes: volumes,
+            disappeared_volumes: Self::disappeared_volumes(tx, sync_id).await?,
         }))
     }
 
-    /// Replaces the stored view of the inventory's region in one transaction (or returns the
-    /// earlier result of its sync id). A sync listed before the stored view is refused.
+    /// Starts receiving a sync: a stage for its chunks, or none when its sync id was applied
+    /// before (the end then answers the earlier result). Deletes abandoned stages first.
+    pub async fn begin_sync(&self, header: Header, now: DateTime<Utc>) -> Result<StagedSync, AuditError> {
+        self.discard_abandoned_syncs(now).await?;
+        let applied = sqlx::query("SELECT sync_id FROM inventory_syncs WHERE sync_id = $1")
+            .bind(header.sync_id.clone())
+            .fetch_optional(self.pool())
+            .await?;
+        if applied.is_some() {
+            return Ok(StagedSync { header, stage: None });
+        }
+        let row = sqlx::query(
+            "INSERT INTO inventory_stages (sync_id, region, started_at, touched_at) VALUES ($1, $2, $3, $3) \
+             RETURNING stage",
+        )
+        .bind(header.sync_id.clone())
+        .bind(header.region.clone())
+        .bind(ts(now))
+        .fetch_one(self.pool())
+        .await?;
+        let stage = int(&row, "stage")?;
+        Ok(StagedSync { header, stage: Some(stage) })
+    }
+
+    /// Stages chunk `number` of `sync` in one short transaction, refusing an id that an earlier
+    /// chunk sent (the staging tables' keys hold every id received so far).
+    pub async fn stage_chunk(
+        &self,
+        sync: &StagedSync,
+        number: usize,
+        chunk: &pb::InventoryChunk,
+        now: DateTime<Utc>,
+    ) -> Result<(), AuditError> {
+        let Some(stage) = sync.stage else {
+            return Ok(());
+        };
+        let st = || Value::Int(stage);
+        let domains: Vec<Vec<Value>> = chunk
+            .domains
+            .iter()
+            .map(|d| vec![st(), d.id.clone().into(), d.name.clone().into(), d.enabled.into()])
+            .collect();
+        let projects = chunk
+            .projects
+            .iter()
+            .map(|p| {
+                vec![
+                    st(),
+                    p.id.clone().into(),
+                    p.name.clone().into(),
+                    p.domain_id.clone().into(),
+                    p.enabled.into(),
+                ]
+            })
+            .collect();
+        let servers = chunk
+            .servers
+            .iter()
+            .map(|s| {
+                vec![
+                    st(),
+                    s.id.clone().into(),
+                    s.name.clone().into(),
+                    s.project_id.clone().into(),
+                    s.status.clone().into(),
+                ]
+            })
+            .collect();
+        let mut volumes = Vec::with_capacity(chunk.volumes.len());
+        let mut pairs = Vec::new();
+        for v in &chunk.volumes {
+            let metadata: BTreeMap<&String, &String> = v.metadata.iter().collect();
+            let created = v.created_at.as_ref().and_then(|t| DateTime::from_timestamp(t.seconds, 0));
+            let updated = v.updated_at.as_ref().and_then(|t| DateTime::from_timestamp(t.seconds, 0));
+            volumes.push(vec![
+                st(),
+                v.id.clone().into(),
+                v.name.clone().into(),
+                v.project_id.clone().into(),
+                v.status.clone().into(),
+                v.size_gb.into(),
+                v.volume_type.clone().into(),
+                v.bootable.into(),
+                v.availability_zone.clone().into(),
+                v.attached_server_ids.first().cloned().unwrap_or_default().into(),
+                serde_json::to_string(&metadata).unwrap_or_else(|_| "{}".to_owned()).into(),
+                created.into(),
+                updated.into(),
+            ]);
+            for (policy, retention) in enrollments(v) {
+                pairs.push(vec![st(), v.id.clone().into(), policy.into(), i64::from(retention).into()]);
+            }
+        }
+        let mut snapshots = Vec::with_capacity(chunk.snapshots.len());
+        for s in &chunk.snapshots {
+            let meta = snapshot_meta(s);
+            let created = s.created_at.as_ref().and_then(|t| DateTime::from_timestamp(t.seconds, 0));
+            snapshots.push(vec![
+                st(),
+                s.id.clone().into(),
+                s.name.clone().into(),
+                meta.volume_id.into(),
+                s.project_id.clone().into(),
+                meta.project_id.into(),
+                s.status.clone().into(),
+                s.size_gb.into(),
+                meta.created_by.into(),
+                meta.policy.into(),
+                meta.slot.into(),
+                meta.held.into(),
+                ts(created.unwrap_or(sync.header.listed_at)).into(),
+            ]);
+        }
+        let kinds: [StagedKind<'_>; 5] = [
+            (
+                "inventory_stage_domains",
+                &STAGE_DOMAIN_COLUMNS,
+                chunk.domains.iter().map(|d| d.id.as_str()).collect(),
+                domains,
+            ),
+            (
+                "inventory_stage_projects",
+                &STAGE_PROJECT_COLUMNS,
+                chunk.projects.iter().map(|p| p.id.as_str()).collect(),
+                projects,
+            ),
+            (
+                "inventory_stage_servers",
+                &STAGE_SERVER_COLUMNS,
+                chunk.servers.iter().map(|s| s.id.as_str()).collect(),
+                servers,
+            ),
+            (
+                "inventory_stage_volumes",
+                &STAGE_VOLUME_COLUMNS,
+                chunk.volumes.iter().map(|v| v.id.as_str()).collect(),
+                volumes,
+            ),
+            (
+                "inventory_stage_snapshots",
+                &STAGE_SNAPSHOT_COLUMNS,
+                chunk.snapshots.iter().map(|s| s.id.as_str()).collect(),
+                snapshots,
+            ),
+        ];
+        let mut tx = self.begin_write().await?;
+        Self::touch_stage(&mut tx, sync, stage, now).await?;
+        for (table, columns, ids, rows) in kinds {
+            let inserted = insert_rows_then(&mut tx, table, columns, rows, ON_CONFLICT_SKIP).await?;
+            if usize::try_from(inserted).unwrap_or(usize::MAX) < ids.len() {
+                tx.rollback().await?;
+                return Err(self.repeated_id(stage, number, table, &ids).await?);
+            }
+        }
+        insert_rows(&mut tx, "inventory_stage_enrollments", &STAGE_ENROLLMENT_COLUMNS, pairs).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Marks the stage of `sync` as alive, or fails when it was deleted as abandoned.
+    async fn touch_stage(
+        tx: &mut Transaction<'static, Any>,
+        sync: &StagedSync,
+        stage: i64,
+        now: DateTime<Utc>,
+    ) -> Result<(), AuditError> {
+        let touched = sqlx::query("UPDATE inventory_stages SET touched_at = $2 WHERE stage = $1")
+            .bind(stage)
+            .bind(ts(now))
+            .execute(&mut **tx)
+            .await?;
+        if touched.rows_affected() == 0 {
+            return Err(abandoned(&sync.header.sync_id));
+        }
+        Ok(())
+    }
+
+    /// The error for chunk `number`, whose ids for `table` include one an earlier chunk staged:
+    /// the first such id, by its index in the chunk (the chunk's own rows were rolled back).
+    async fn repeated_id(
+        &self,
+        stage: i64,
+        number: usize,
+        table: &str,
+        ids: &[&str],
+    ) -> Result<AuditError, AuditError> {
+        let kind = table.trim_start_matches("inventory_stage_");
+        let sql = format!("SELECT id FROM {table} WHERE stage = $1 AND id = $2");
+        for (index, id) in ids.iter().enumerate() {
+            let staged = sqlx::query(AssertSqlSafe(sql.clone()))
+                .bind(stage)
+                .bind((*id).to_owned())
+                .fetch_optional(self.pool())
+                .await?;
+            if staged.is_some() {
+                return Ok(AuditError::invalid(
+                    format!("chunk {number} {kind}[{index}].id"),
+                    format!("{id} sent twice"),
+                ));
+            }
+        }
+        Err(AuditError::Corrupt(format!(
+            "chunk {number} {kind}: a staged id was refused, yet none is staged"
+        )))
+    }
+
+    /// Deletes what `sync` staged (a stream that broke off or was refused).
+    pub async fn discard_sync(&self, sync: &StagedSync) -> Result<(), AuditError> {
+        let Some(stage) = sync.stage else {
+            return Ok(());
+        };
+        let mut tx = self.begin_write().await?;
+        Self::claim_stage(&mut tx, stage).await?;
+        Self::delete_staged_rows(&mut tx, stage).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Deletes the stages untouched for [`ABANDONED_STAGE_HOURS`] (their service stopped
+    /// mid-stream) with their rows; the number deleted.
+    pub async fn discard_abandoned_syncs(&self, now: DateTime<Utc>) -> Result<usize, AuditError> {
+        let cutoff = ts(now - TimeDelta::hours(ABANDONED_STAGE_HOURS));
+        let mut tx = self.begin_write().await?;
+        // Deleting the stage rows first locks out a stream that would still apply one.
+        let stages = sqlx::query("DELETE FROM inventory_stages WHERE touched_at < $1 RETURNING stage")
+            .bind(cutoff)
+            .fetch_all(&mut *tx)
+            .await?;
+        for row in &stages {
+            Self::delete_staged_rows(&mut tx, int(row, "stage")?).await?;
+        }
+        tx.commit().await?;
+        if !stages.is_empty() {
+            tracing::info!(stages = stages.len(), "discarded abandoned inventory syncs");
+        }
+        Ok(stages.len())
+    }
+
+    /// Deletes the row of `stage`, which no other stream may then use; false when it was gone.
+    async fn claim_stage(tx: &mut Transaction<'static, Any>, stage: i64) -> Result<bool, AuditError> {
+        let deleted = sqlx::query("DELETE FROM inventory_stages WHERE stage = $1")
+            .bind(stage)
+            .execute(&mut **tx)
+            .await?;
+        Ok(deleted.rows_affected() > 0)
+    }
+
+    /// Deletes the rows staged under `stage`.
+    async fn delete_staged_rows(tx: &mut Transaction<'static, Any>, stage: i64) -> Result<(), AuditError> {
+        for table in STAGE_TABLES {
+            sqlx::query(AssertSqlSafe(format!("DELETE FROM {table} WHERE stage = $1")))
+                .bind(stage)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the stored view of the sync's region with what it staged, in one transaction of
+    /// set-based statements, and deletes the stage (or returns the earlier result of its sync
+    /// id). A sync listed before the stored view is refused. `received`: the counts of the stream.
     pub async fn apply_sync(
         &self,
-        inventory: &Inventory,
+        sync: &StagedSync,
+        received: pb::SyncEnd,
         applied_at: DateTime<Utc>,
     ) -> Result<SyncResult, AuditError> {
-        let header = &inventory.header;
+        let header = &sync.header;
         let region = header.region.clone();
         let listed_at = ts(header.listed_at);
         let mut tx = self.begin_write().await?;
         if let Some(mut response) = Self::earlier_sync(&mut tx, &header.sync_id).await? {
+            // The same sync id may have been applied by another stream while this one was staged.
+            if let Some(stage) = sync.stage {
+                Self::claim_stage(&mut tx, stage).await?;
+                Self::delete_staged_rows(&mut tx, stage).await?;
+            }
+            tx.commit().await?;
             response.applied = false;
             return Ok(SyncResult { applied: false, response });
+        }
+        let Some(stage) = sync.stage else {
+            return Err(AuditError::Corrupt(format!(
+                "sync {} was applied when its stream began, and is gone now",
+                header.sync_id
+            )));
+        };
+        if !Self::claim_stage(&mut tx, stage).await? {
+            return Err(abandoned(&header.sync_id));
         }
         // Taking the region row first serializes syncs of one region and refuses a stale one.
         let claimed = sqlx::query(
@@ -1232,288 +1637,67 @@ impl Store {
                 "header.listed_at {listed_at} is older than the stored view of region {region}: stale sync rejected"
             )));
         }
-        let old_volumes = sqlx::query("SELECT id, name, project_id, first_seen_at, last_seen_at FROM inventory_volumes WHERE region = $1")
+        let volumes_added = int(
+            &sqlx::query(VOLUMES_ADDED_SQL).bind(stage).bind(region.clone()).fetch_one(&mut *tx).await?,
+            "n",
+        )?;
+        let snapshots_disappeared = int(
+            &sqlx::query(SNAPSHOTS_GONE_SQL).bind(stage).bind(region.clone()).fetch_one(&mut *tx).await?,
+            "n",
+        )?;
+        // Rust's string order (bytes): SQLite's default; PostgreSQL's only under the C collation.
+        let by_id = match self.database.backend() {
+            Backend::Sqlite => "v.id",
+            Backend::Postgres => "v.id COLLATE \"C\"",
+        };
+        let volumes_disappeared = sqlx::query(AssertSqlSafe(format!("{DISAPPEARED_SQL} ORDER BY {by_id}")))
+            .bind(stage)
             .bind(region.clone())
-            .fetch_all(&mut *tx)
-            .await?;
-        let mut previous: HashMap<String, KnownVolume> = HashMap::new();
-        for row in &old_volumes {
-            previous.insert(
-                text(row, "id")?,
-                KnownVolume {
-                    name: text(row, "name")?,
-                    project_id: text(row, "project_id")?,
-                    first_seen_at: text(row, "first_seen_at")?,
-                    last_seen_at: text(row, "last_seen_at")?,
-                },
-            );
-        }
-        let old_snapshots: HashSet<String> =
-            sqlx::query("SELECT id FROM inventory_snapshots WHERE region = $1")
-                .bind(region.clone())
-                .fetch_all(&mut *tx)
-                .await?
-                .iter()
-                .map(|row| text(row, "id"))
-                .collect::<Result<_, _>>()?;
-        let mut enrolled_since: HashMap<(String, String), String> = HashMap::new();
-        for row in sqlx::query(
-            "SELECT volume_id, policy_name, enrolled_at FROM inventory_enrollments WHERE region = $1",
-        )
-        .bind(region.clone())
-        .fetch_all(&mut *tx)
-        .await?
-        {
-            enrolled_since
-                .insert((text(&row, "volume_id")?, text(&row, "policy_name")?), text(&row, "enrolled_at")?);
-        }
-        for table in [
-            "inventory_domains",
-            "inventory_projects",
-            "inventory_servers",
-            "inventory_volumes",
-            "inventory_snapshots",
-            "inventory_enrollments",
-        ] {
+            .bind(listed_at.clone())
+            .bind(header.sync_id.clone())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        for table in REPLACED_TABLES {
             sqlx::query(AssertSqlSafe(format!("DELETE FROM {table} WHERE region = $1")))
                 .bind(region.clone())
                 .execute(&mut *tx)
                 .await?;
         }
-        let seen = || Value::from(listed_at.clone());
-        let reg = || Value::from(region.clone());
-        let domains = inventory
-            .domains
-            .iter()
-            .map(|d| vec![reg(), d.id.clone().into(), d.name.clone().into(), d.enabled.into(), seen()])
-            .collect();
-        insert_rows(
-            &mut tx,
-            "inventory_domains",
-            &["region", "id", "name", "enabled", "last_seen_at"],
-            domains,
-        )
-        .await?;
-        let projects = inventory
-            .projects
-            .iter()
-            .map(|p| {
-                vec![
-                    reg(),
-                    p.id.clone().into(),
-                    p.name.clone().into(),
-                    p.domain_id.clone().into(),
-                    p.enabled.into(),
-                    seen(),
-                ]
-            })
-            .collect();
-        insert_rows(
-            &mut tx,
-            "inventory_projects",
-            &["region", "id", "name", "domain_id", "enabled", "last_seen_at"],
-            projects,
-        )
-        .await?;
-        let servers = inventory
-            .servers
-            .iter()
-            .map(|s| {
-                vec![
-                    reg(),
-                    s.id.clone().into(),
-                    s.name.clone().into(),
-                    s.project_id.clone().into(),
-                    s.status.clone().into(),
-                    seen(),
-                ]
-            })
-            .collect();
-        insert_rows(
-            &mut tx,
-            "inventory_servers",
-            &["region", "id", "name", "project_id", "status", "last_seen_at"],
-            servers,
-        )
-        .await?;
-        // A pair seen for the first time was enrolled no later than the oldest slot a snapshot of
-        // ours stands for (the old system's volumes were enrolled long before our first sync).
-        let mut evidence: HashMap<(&str, String), DateTime<Utc>> = HashMap::new();
-        let metas: Vec<_> = inventory.snapshots.iter().map(snapshot_meta).collect();
-        for (s, meta) in inventory.snapshots.iter().zip(&metas) {
-            let created = s.created_at.as_ref().and_then(|t| DateTime::from_timestamp(t.seconds, 0));
-            if let Some(stands_for) = meta.slot.or(created)
-                && compliance::is_ours(&meta.created_by)
-            {
-                let earliest =
-                    evidence.entry((meta.volume_id.as_str(), meta.policy.clone())).or_insert(stands_for);
-                *earliest = (*earliest).min(stands_for);
-            }
+        for sql in GONE_SQL {
+            sqlx::query(sql).bind(stage).bind(region.clone()).execute(&mut *tx).await?;
         }
-        let mut volumes = Vec::with_capacity(inventory.volumes.len());
-        let mut pairs = Vec::new();
-        let mut added = 0i64;
-        let mut current: HashSet<&str> = HashSet::with_capacity(inventory.volumes.len());
-        for v in &inventory.volumes {
-            current.insert(v.id.as_str());
-            let first_seen = if let Some(known) = previous.get(&v.id) {
-                known.first_seen_at.clone()
-            } else {
-                added += 1;
-                listed_at.clone()
-            };
-            let metadata: BTreeMap<&String, &String> = v.metadata.iter().collect();
-            let created = v.created_at.as_ref().and_then(|t| DateTime::from_timestamp(t.seconds, 0));
-            let updated = v.updated_at.as_ref().and_then(|t| DateTime::from_timestamp(t.seconds, 0));
-            volumes.push(vec![
-                reg(),
-                v.id.clone().into(),
-                v.name.clone().into(),
-                v.project_id.clone().into(),
-                v.status.clone().into(),
-                v.size_gb.into(),
-                v.volume_type.clone().into(),
-                v.bootable.into(),
-                v.availability_zone.clone().into(),
-                v.attached_server_ids.first().cloned().unwrap_or_default().into(),
-                serde_json::to_string(&metadata).unwrap_or_else(|_| "{}".to_owned()).into(),
-                created.into(),
-                updated.into(),
-                first_seen.into(),
-                seen(),
-            ]);
-            for (policy, retention) in enrollments(v) {
-                let since = match enrolled_since.get(&(v.id.clone(), policy.clone())) {
-                    Some(known) => known.clone(),
-                    None => ts(evidence
-                        .get(&(v.id.as_str(), policy.clone()))
-                        .map_or(header.listed_at, |e| (*e).min(header.listed_at))),
-                };
-                pairs.push(vec![
-                    reg(),
-                    v.id.clone().into(),
-                    policy.into(),
-                    i64::from(retention).into(),
-                    since.into(),
-                ]);
-            }
+        for sql in STAGED_INTO_VIEW_SQL {
+            sqlx::query(sql)
+                .bind(stage)
+                .bind(region.clone())
+                .bind(listed_at.clone())
+                .execute(&mut *tx)
+                .await?;
         }
-        insert_rows(
-            &mut tx,
-            "inventory_volumes",
-            &[
-                "region",
-                "id",
-                "name",
-                "project_id",
-                "status",
-                "size_gb",
-                "volume_type",
-                "bootable",
-                "availability_zone",
-                "vm_id",
-                "metadata",
-                "created_at",
-                "updated_at",
-                "first_seen_at",
-                "last_seen_at",
-            ],
-            volumes,
-        )
-        .await?;
-        insert_rows(
-            &mut tx,
-            "inventory_enrollments",
-            &["region", "volume_id", "policy_name", "retention_count", "enrolled_at"],
-            pairs,
-        )
-        .await?;
-        let mut snapshots_kept = 0i64;
-        // Built one statement's rows at a time: the region's snapshots outnumber its volumes.
-        let per_statement = rows_per_insert(&tx, SNAPSHOT_COLUMNS.len());
-        for (chunk, chunk_metas) in inventory.snapshots.chunks(per_statement).zip(metas.chunks(per_statement))
-        {
-            let mut snapshots = Vec::with_capacity(chunk.len());
-            for (s, meta) in chunk.iter().zip(chunk_metas) {
-                if old_snapshots.contains(&s.id) {
-                    snapshots_kept += 1;
-                }
-                let created = s.created_at.as_ref().and_then(|t| DateTime::from_timestamp(t.seconds, 0));
-                snapshots.push(vec![
-                    reg(),
-                    s.id.clone().into(),
-                    s.name.clone().into(),
-                    meta.volume_id.clone().into(),
-                    s.project_id.clone().into(),
-                    meta.project_id.clone().into(),
-                    s.status.clone().into(),
-                    s.size_gb.into(),
-                    meta.created_by.clone().into(),
-                    meta.policy.clone().into(),
-                    meta.slot.into(),
-                    meta.held.into(),
-                    ts(created.unwrap_or(header.listed_at)).into(),
-                    seen(),
-                ]);
-            }
-            insert_rows(&mut tx, "inventory_snapshots", &SNAPSHOT_COLUMNS, snapshots).await?;
-        }
-        let mut gone: Vec<(&String, &KnownVolume)> =
-            previous.iter().filter(|(id, _)| !current.contains(id.as_str())).collect();
-        gone.sort_by(|a, b| a.0.cmp(b.0));
-        let disappeared_rows = gone
-            .iter()
-            .map(|(id, known)| {
-                vec![
-                    header.sync_id.clone().into(),
-                    reg(),
-                    (*id).clone().into(),
-                    known.name.clone().into(),
-                    known.project_id.clone().into(),
-                    known.last_seen_at.clone().into(),
-                    seen(),
-                ]
-            })
-            .collect();
-        insert_rows(
-            &mut tx,
-            "inventory_disappeared_volumes",
-            &[
-                "sync_id",
-                "region",
-                "volume_id",
-                "volume_name",
-                "project_id",
-                "last_seen_at",
-                "disappeared_at",
-            ],
-            disappeared_rows,
-        )
-        .await?;
-        let received = inventory.counts();
+        sqlx::query(ENROLLMENTS_SQL)
+            .bind(stage)
+            .bind(region.clone())
+            .bind(listed_at.clone())
+            .bind(compliance::CREATED_BY_SNAPKEEPER)
+            .bind(compliance::CREATED_BY_SEED)
+            .execute(&mut *tx)
+            .await?;
+        Self::delete_staged_rows(&mut tx, stage).await?;
         let response = pb::SyncInventoryResponse {
             sync_id: header.sync_id.clone(),
             applied: true,
             applied_at: Some(timestamp(applied_at)),
             received: Some(received),
-            volumes_added: added,
-            volumes_disappeared: count(gone.len()),
-            snapshots_disappeared: count(old_snapshots.len()) - snapshots_kept,
-            disappeared_volumes: gone
-                .iter()
-                .take(1000)
-                .map(|(id, known)| pb::DisappearedVolume {
-                    volume_id: (*id).clone(),
-                    volume_name: known.name.clone(),
-                    project_id: known.project_id.clone(),
-                    last_seen_at: parse_ts(&known.last_seen_at).ok().map(timestamp),
-                })
-                .collect(),
+            volumes_added,
+            volumes_disappeared: i64::try_from(volumes_disappeared).unwrap_or(i64::MAX),
+            snapshots_disappeared,
+            disappeared_volumes: Self::disappeared_volumes(&mut tx, &header.sync_id).await?,
         };
         let sync_row = vec![vec![
             header.sync_id.clone().into(),
-            reg(),
-            listed_at.clone().into(),
+            region.into(),
+            listed_at.into(),
             ts(applied_at).into(),
             header.run_id.clone().into(),
             header.source.clone().into(),
@@ -1569,49 +1753,49 @@ impl Store {
 
     /// Every enrolled pair with its volume, project, domain and server names.
     pub async fn enrolled_pairs(&self) -> Result<Vec<PairRow>, AuditError> {
-        let rows = sqlx::query(ENROLLED_PAIRS_SQL).fetch_all(self.pool()).await?;
-        rows.iter()
-            .map(|row| {
-                Ok(PairRow {
-                    region: text(row, "region")?,
-                    volume_id: text(row, "volume_id")?,
-                    policy_name: text(row, "policy_name")?,
-                    retention_count: int(row, "retention_count")?,
-                    enrolled_at: opt_time(row, "enrolled_at")?,
-                    volume_name: text(row, "volume_name")?,
-                    volume_type: text(row, "volume_type")?,
-                    project_id: text(row, "project_id")?,
-                    project_name: text(row, "project_name")?,
-                    domain_id: text(row, "domain_id")?,
-                    domain_name: text(row, "domain_name")?,
-                    vm_id: text(row, "vm_id")?,
-                    vm_name: text(row, "vm_name")?,
-                })
-            })
-            .collect()
+        // Read row by row: the fetched rows of a large view would double the memory it takes.
+        let mut rows = sqlx::query(ENROLLED_PAIRS_SQL).fetch(self.pool());
+        let mut pairs = Vec::new();
+        while let Some(row) = rows.try_next().await? {
+            pairs.push(PairRow {
+                region: text(&row, "region")?,
+                volume_id: text(&row, "volume_id")?,
+                policy_name: text(&row, "policy_name")?,
+                retention_count: int(&row, "retention_count")?,
+                enrolled_at: opt_time(&row, "enrolled_at")?,
+                volume_name: text(&row, "volume_name")?,
+                volume_type: text(&row, "volume_type")?,
+                project_id: text(&row, "project_id")?,
+                project_name: text(&row, "project_name")?,
+                domain_id: text(&row, "domain_id")?,
+                domain_name: text(&row, "domain_name")?,
+                vm_id: text(&row, "vm_id")?,
+                vm_name: text(&row, "vm_name")?,
+            });
+        }
+        Ok(pairs)
     }
 
     /// Snapshot statistics of every (region, volume, policy) with snapshots of ours.
     pub async fn snapshot_stats(
         &self,
     ) -> Result<HashMap<(String, String, String), SnapshotStats>, AuditError> {
-        let rows = sqlx::query(SNAPSHOT_STATS_SQL)
+        let mut rows = sqlx::query(SNAPSHOT_STATS_SQL)
             .bind(compliance::CREATED_BY_SNAPKEEPER)
             .bind(compliance::CREATED_BY_SEED)
-            .fetch_all(self.pool())
-            .await?;
-        let mut stats = HashMap::with_capacity(rows.len());
-        for row in &rows {
-            let key = (text(row, "region")?, text(row, "volume_id")?, text(row, "policy_name")?);
+            .fetch(self.pool());
+        let mut stats = HashMap::new();
+        while let Some(row) = rows.try_next().await? {
+            let key = (text(&row, "region")?, text(&row, "volume_id")?, text(&row, "policy_name")?);
             stats.insert(
                 key,
                 SnapshotStats {
-                    available: u32::try_from(int(row, "available")?).unwrap_or(u32::MAX),
-                    last_any: opt_time(row, "last_any")?,
-                    last_good: opt_time(row, "last_good")?,
-                    good_for: opt_time(row, "good_for")?,
-                    error_for: opt_time(row, "error_for")?,
-                    unsettled_for: opt_time(row, "unsettled_for")?,
+                    available: u32::try_from(int(&row, "available")?).unwrap_or(u32::MAX),
+                    last_any: opt_time(&row, "last_any")?,
+                    last_good: opt_time(&row, "last_good")?,
+                    good_for: opt_time(&row, "good_for")?,
+                    error_for: opt_time(&row, "error_for")?,
+                    unsettled_for: opt_time(&row, "unsettled_for")?,
                 },
             );
         }

@@ -3,11 +3,13 @@
 //! syncs, compliance with roll-ups and trend, orphans, and the audit writer role's limits.
 #![allow(clippy::unwrap_used)]
 
+use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use audit_svc::directory::{CachedDirectory, Directory, ExclusionEntry, PolicySource};
 use audit_svc::grpc::AuditApi;
+use audit_svc::inventory::Header;
 use audit_svc::report::ComplianceReport;
 use audit_svc::store::Store;
 use audit_svc::{AuditError, MIGRATIONS, SCHEMA};
@@ -26,7 +28,7 @@ use snapkeeper_proto::audit::v1::{EventKind, event::RunDetail};
 use snapkeeper_proto::prost_types::Timestamp;
 use snapkeeper_proto::tonic::Code;
 use snapkeeper_proto::tonic::transport::Channel;
-use sqlx::{Connection, Executor};
+use sqlx::{AssertSqlSafe, Column, Connection, Executor, Row};
 
 fn at(text: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(text).unwrap().to_utc()
@@ -56,6 +58,8 @@ struct Harness {
     clock: ManualClock,
     policies: Arc<FixedPolicies>,
     postgres: Option<TestPostgres>,
+    url: String,
+    endpoint: String,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     _dir: tempfile::TempDir,
 }
@@ -80,6 +84,7 @@ async fn start(postgres: bool) -> Option<Harness> {
         None => format!("sqlite://{}/audit.db?mode=rwc", dir.path().display()),
     };
     let database = Database::connect(&url, SCHEMA, 4).await.unwrap();
+    let url_for_checks = url.clone();
     database.migrate(MIGRATIONS).await.unwrap();
     let store = Store::open(database).await.unwrap();
     let clock = ManualClock::new(at(NOW));
@@ -99,8 +104,18 @@ async fn start(postgres: bool) -> Option<Harness> {
             .await
             .unwrap();
     });
-    let client = AuditServiceClient::connect(format!("http://{address}")).await.unwrap();
-    Some(Harness { client, clock, policies, postgres: pg, shutdown: Some(tx), _dir: dir })
+    let endpoint = format!("http://{address}");
+    let client = AuditServiceClient::connect(endpoint.clone()).await.unwrap();
+    Some(Harness {
+        client,
+        clock,
+        policies,
+        postgres: pg,
+        url: url_for_checks,
+        endpoint,
+        shutdown: Some(tx),
+        _dir: dir,
+    })
 }
 
 fn event_id(n: u32) -> String {
@@ -846,6 +861,305 @@ async fn sync_protocol_errors(mut h: Harness) {
     h.stop().await;
 }
 
+/// Every row of the inventory tables, as text, in key order.
+async fn stored_view(h: &Harness) -> Vec<String> {
+    let database = Database::connect(&h.url, SCHEMA, 1).await.unwrap();
+    let mut out = Vec::new();
+    for (table, order) in [
+        ("inventory_regions", "region"),
+        ("inventory_syncs", "sync_id"),
+        ("inventory_disappeared_volumes", "seq"),
+        ("inventory_domains", "region, id"),
+        ("inventory_projects", "region, id"),
+        ("inventory_servers", "region, id"),
+        ("inventory_volumes", "region, id"),
+        ("inventory_enrollments", "region, volume_id, policy_name"),
+        ("inventory_snapshots", "region, id"),
+    ] {
+        let rows = sqlx::query(AssertSqlSafe(format!("SELECT * FROM {table} ORDER BY {order}")))
+            .fetch_all(database.pool())
+            .await
+            .unwrap();
+        for row in rows {
+            let mut line = table.to_owned();
+            for (i, column) in row.columns().iter().enumerate() {
+                let value = match row.try_get::<Option<String>, _>(i) {
+                    Ok(text) => format!("{text:?}"),
+                    Err(_) => format!("{:?}", row.try_get::<Option<i64>, _>(i).unwrap()),
+                };
+                let _ = write!(line, " {}={value}", column.name());
+            }
+            out.push(line);
+        }
+    }
+    database.close().await;
+    out
+}
+
+/// Rows in the staging tables, stages included.
+async fn staged_rows(h: &Harness) -> i64 {
+    let database = Database::connect(&h.url, SCHEMA, 1).await.unwrap();
+    let mut total = 0;
+    for table in [
+        "inventory_stages",
+        "inventory_stage_domains",
+        "inventory_stage_projects",
+        "inventory_stage_servers",
+        "inventory_stage_volumes",
+        "inventory_stage_enrollments",
+        "inventory_stage_snapshots",
+    ] {
+        let row = sqlx::query(AssertSqlSafe(format!("SELECT COUNT(*) AS n FROM {table}")))
+            .fetch_one(database.pool())
+            .await
+            .unwrap();
+        total += row.try_get::<i64, _>("n").unwrap();
+    }
+    database.close().await;
+    total
+}
+
+/// One item of a chunk.
+enum Item {
+    Domain(pb::InventoryDomain),
+    Project(pb::InventoryProject),
+    Server(pb::InventoryServer),
+    Volume(pb::InventoryVolume),
+    Snapshot(pb::InventorySnapshot),
+}
+
+/// The same sync with its items re-cut into chunks of `size`, snapshots first (so a pair's
+/// evidence arrives before its volume), kinds mixed within a chunk.
+fn rechunked(messages: Vec<pb::SyncInventoryRequest>, size: usize) -> Vec<pb::SyncInventoryRequest> {
+    let mut items = Vec::new();
+    let mut out = Vec::new();
+    let mut end = None;
+    for message in messages {
+        match message.message {
+            Some(Message::Chunk(chunk)) => {
+                items.extend(chunk.snapshots.into_iter().map(Item::Snapshot));
+                items.extend(chunk.volumes.into_iter().map(Item::Volume));
+                items.extend(chunk.servers.into_iter().map(Item::Server));
+                items.extend(chunk.projects.into_iter().map(Item::Project));
+                items.extend(chunk.domains.into_iter().map(Item::Domain));
+            }
+            Some(Message::End(_)) => end = Some(message),
+            _ => out.push(message),
+        }
+    }
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        let mut chunk = pb::InventoryChunk::default();
+        for item in items.by_ref().take(size) {
+            match item {
+                Item::Domain(d) => chunk.domains.push(d),
+                Item::Project(p) => chunk.projects.push(p),
+                Item::Server(s) => chunk.servers.push(s),
+                Item::Volume(v) => chunk.volumes.push(v),
+                Item::Snapshot(s) => chunk.snapshots.push(s),
+            }
+        }
+        out.push(pb::SyncInventoryRequest { message: Some(Message::Chunk(chunk)) });
+    }
+    out.extend(end);
+    out
+}
+
+/// Volumes `from..to` (every third unenrolled) and, for each, four snapshots: two of ours with a
+/// slot, one of ours without, one of someone else.
+fn fleet(from: u32, to: u32) -> (Vec<pb::InventoryVolume>, Vec<pb::InventorySnapshot>) {
+    let mut volumes = Vec::new();
+    let mut snapshots = Vec::new();
+    for n in from..to {
+        let id = format!("vol-{n:03}");
+        let policies = if n % 3 == 0 { "" } else { "daily_7, weekly_4" };
+        let mut v = volume(&id, if n % 2 == 0 { "p1" } else { "p2" }, policies);
+        if policies.is_empty() {
+            v.metadata.insert("auto_snapshot".into(), "false".into());
+        }
+        volumes.push(v);
+        let day = 10 + n % 10;
+        snapshots.push(snapshot(
+            &format!("snap-{n:03}-a"),
+            &id,
+            "daily_7",
+            "available",
+            "snapkeeper",
+            &format!("2026-11-{day}T00:01:00Z"),
+            Some(&format!("2026-11-{day}T00:00:00Z")),
+        ));
+        snapshots.push(snapshot(
+            &format!("snap-{n:03}-b"),
+            &id,
+            "daily_7",
+            "error",
+            "snapkeeper",
+            &format!("2026-11-{}T00:01:00Z", day + 1),
+            Some(&format!("2026-11-{}T00:00:00Z", day + 1)),
+        ));
+        snapshots.push(snapshot(
+            &format!("snap-{n:03}-c"),
+            &id,
+            "weekly_4",
+            "available",
+            "snapkeeper",
+            &format!("2026-11-{day}T06:00:00Z"),
+            None,
+        ));
+        snapshots.push(snapshot(
+            &format!("snap-{n:03}-d"),
+            &id,
+            "",
+            "available",
+            "someone",
+            "2026-11-01T00:00:00Z",
+            None,
+        ));
+    }
+    (volumes, snapshots)
+}
+
+async fn a_sync_in_many_chunks_stores_what_one_chunk_does(mut whole: Harness) {
+    let Some(mut chunked) = start(whole.postgres.is_some()).await else { return };
+    let (volumes, snapshots) = fleet(0, 40);
+    let first = sync_messages(1, "2026-11-25T11:00:00Z", volumes, snapshots);
+    // The second sync loses vol-000..009 (and their snapshots) and gains vol-040..049.
+    let (volumes, snapshots) = fleet(10, 50);
+    let second = sync_messages(2, "2026-11-26T11:00:00Z", volumes, snapshots);
+
+    let mut responses = Vec::new();
+    for (h, size) in [(&mut whole, usize::MAX), (&mut chunked, 7)] {
+        let mut answers = Vec::new();
+        for messages in [&first, &second] {
+            let messages =
+                if size == usize::MAX { messages.clone() } else { rechunked(messages.clone(), size) };
+            answers.push(sync(h, messages).await.unwrap());
+        }
+        responses.push(answers);
+    }
+    assert_eq!(rechunked(second.clone(), 7).len(), 2 + (160_usize + 40 + 4).div_ceil(7));
+    assert_eq!(responses[0], responses[1]);
+    let answer = &responses[1][1];
+    assert!(answer.applied);
+    assert_eq!(
+        (answer.volumes_added, answer.volumes_disappeared, answer.snapshots_disappeared),
+        (10, 10, 40)
+    );
+    let gone: Vec<&str> = answer.disappeared_volumes.iter().map(|v| v.volume_id.as_str()).collect();
+    assert_eq!(gone, (0..10).map(|n| format!("vol-{n:03}")).collect::<Vec<_>>());
+    assert_eq!(answer.disappeared_volumes[0].last_seen_at, Some(stamp("2026-11-25T11:00:00Z")));
+
+    let view = stored_view(&chunked).await;
+    assert_eq!(stored_view(&whole).await, view);
+    assert_eq!(view.iter().filter(|line| line.starts_with("inventory_volumes ")).count(), 40);
+    // vol-010 stayed: first seen at the first sync, last seen at the second; its daily_7 pair
+    // keeps the enrolled_at the first sync derived from its oldest slot.
+    let row = |prefix: &str| view.iter().find(|line| line.starts_with(prefix)).unwrap().clone();
+    let kept = row("inventory_volumes region=Some(\"RegionOne\") id=Some(\"vol-010\")");
+    assert!(kept.contains("first_seen_at=Some(\"2026-11-25T11:00:00.000000Z\")"), "{kept}");
+    assert!(kept.contains("last_seen_at=Some(\"2026-11-26T11:00:00.000000Z\")"), "{kept}");
+    let pair = row(
+        "inventory_enrollments region=Some(\"RegionOne\") volume_id=Some(\"vol-010\") policy_name=Some(\"daily_7\")",
+    );
+    assert!(pair.contains("enrolled_at=Some(\"2026-11-10T00:00:00.000000Z\")"), "{pair}");
+    let weekly = row(
+        "inventory_enrollments region=Some(\"RegionOne\") volume_id=Some(\"vol-010\") policy_name=Some(\"weekly_4\")",
+    );
+    assert!(weekly.contains("enrolled_at=Some(\"2026-11-10T06:00:00.000000Z\")"), "{weekly}");
+    // vol-045 is new in the second sync.
+    let new = row("inventory_volumes region=Some(\"RegionOne\") id=Some(\"vol-045\")");
+    assert!(new.contains("first_seen_at=Some(\"2026-11-26T11:00:00.000000Z\")"), "{new}");
+
+    // Replayed in other chunks, the second sync answers as before and changes nothing.
+    let replay = sync(&mut chunked, rechunked(second.clone(), 5)).await.unwrap();
+    assert_eq!(replay, pb::SyncInventoryResponse { applied: false, ..answer.clone() });
+    assert_eq!(stored_view(&chunked).await, view);
+    assert_eq!(staged_rows(&chunked).await, 0);
+    whole.stop().await;
+    chunked.stop().await;
+}
+
+async fn a_broken_sync_changes_nothing_and_leaves_nothing_staged(mut h: Harness) {
+    let (volumes, snapshots) = fleet(0, 20);
+    sync(&mut h, sync_messages(1, "2026-11-25T11:00:00Z", volumes, snapshots)).await.unwrap();
+    let view = stored_view(&h).await;
+    let (volumes, snapshots) = fleet(5, 30);
+    let next = rechunked(sync_messages(2, "2026-11-26T11:00:00Z", volumes, snapshots), 9);
+
+    // An id sent again in a later chunk is refused naming the item, like one sent twice in a chunk.
+    let mut repeated = next.clone();
+    if let Some(Message::Chunk(chunk)) = &mut repeated[3].message {
+        chunk.snapshots[4].id = "snap-005-a".into();
+    }
+    let err = sync(&mut h, repeated).await.unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::InvalidArgument, "chunk 3 snapshots[4].id: snap-005-a sent twice")
+    );
+    // A count that disagrees at the end, a stream without its end, a stale sync.
+    let mut miscounted = next.clone();
+    if let Some(Message::End(end)) = &mut miscounted.last_mut().unwrap().message {
+        end.volume_count += 1;
+    }
+    let err = sync(&mut h, miscounted).await.unwrap_err();
+    assert!(err.message().starts_with("end.volume_count"), "{}", err.message());
+    let mut unended = next.clone();
+    unended.pop();
+    assert_eq!(sync(&mut h, unended).await.unwrap_err().code(), Code::InvalidArgument);
+    let (volumes, snapshots) = fleet(5, 30);
+    let stale = rechunked(sync_messages(3, "2026-11-24T11:00:00Z", volumes, snapshots), 9);
+    assert_eq!(sync(&mut h, stale).await.unwrap_err().code(), Code::FailedPrecondition);
+    assert_eq!(stored_view(&h).await, view);
+    assert_eq!(staged_rows(&h).await, 0);
+
+    // A client that goes away mid-stream (its own connection closes): what it sent was staged,
+    // and is discarded.
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let mut client = AuditServiceClient::connect(h.endpoint.clone()).await.unwrap();
+    let call =
+        tokio::spawn(
+            async move { client.sync_inventory(tokio_stream::wrappers::ReceiverStream::new(rx)).await },
+        );
+    for message in next.iter().take(4) {
+        tx.send(message.clone()).await.unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while staged_rows(&h).await < 1 + 27 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(staged_rows(&h).await, 1 + 27);
+    call.abort();
+    drop(tx);
+    while staged_rows(&h).await > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(staged_rows(&h).await, 0);
+    assert_eq!(stored_view(&h).await, view);
+
+    // A stage its service stopped receiving is deleted once abandoned, not before.
+    let database = Database::connect(&h.url, SCHEMA, 1).await.unwrap();
+    let store = Store::open(database).await.unwrap();
+    let header = Header {
+        sync_id: event_id(1004),
+        region: "RegionOne".into(),
+        listed_at: at("2026-11-26T12:00:00Z"),
+        run_id: String::new(),
+        source: "test".into(),
+    };
+    let staged = store.begin_sync(header, at(NOW)).await.unwrap();
+    let Some(Message::Chunk(chunk)) = &next[1].message else { panic!("a chunk") };
+    store.stage_chunk(&staged, 1, chunk, at(NOW)).await.unwrap();
+    assert!(staged_rows(&h).await > 1);
+    assert_eq!(store.discard_abandoned_syncs(at("2026-11-25T12:59:00Z")).await.unwrap(), 0);
+    assert_eq!(store.discard_abandoned_syncs(at("2026-11-25T13:01:00Z")).await.unwrap(), 1);
+    assert_eq!(staged_rows(&h).await, 0);
+    // Its stream, were it to go on, is told to send the sync again.
+    let err = store.stage_chunk(&staged, 2, chunk, at(NOW)).await.unwrap_err();
+    assert!(matches!(err, AuditError::FailedPrecondition(_)), "{err}");
+    assert_eq!(stored_view(&h).await, view);
+    h.stop().await;
+}
+
 macro_rules! on_both_backends {
     ($scenario:ident, $sqlite:ident, $postgres:ident) => {
         #[tokio::test]
@@ -877,6 +1191,16 @@ on_both_backends!(
     syncs_and_judges_each_policy_by_its_cadence_postgres
 );
 on_both_backends!(sync_protocol_errors, sync_protocol_errors_sqlite, sync_protocol_errors_postgres);
+on_both_backends!(
+    a_sync_in_many_chunks_stores_what_one_chunk_does,
+    a_sync_in_many_chunks_stores_what_one_chunk_does_sqlite,
+    a_sync_in_many_chunks_stores_what_one_chunk_does_postgres
+);
+on_both_backends!(
+    a_broken_sync_changes_nothing_and_leaves_nothing_staged,
+    a_broken_sync_changes_nothing_and_leaves_nothing_staged_sqlite,
+    a_broken_sync_changes_nothing_and_leaves_nothing_staged_postgres
+);
 
 #[tokio::test]
 async fn the_audit_writer_role_cannot_update_or_delete_audit_rows() {
