@@ -241,11 +241,12 @@ pub fn decide(
             explanation: None,
         }
     } else if let Some(rule) = matched {
-        let current = metadata::read_current(&volume.metadata);
+        // Seed semantics: a rule without auto_snapshot keeps the volume's current value (read only
+        // then: parsing the metadata costs more than the rule lookup).
+        let current = || metadata::read_current(&volume.metadata).auto_snapshot;
         Decision {
             source: DecisionSource::Rule,
-            // Seed semantics: a rule without auto_snapshot keeps the volume's current value.
-            auto_snapshot: rule.auto_snapshot.or(current.auto_snapshot).unwrap_or(false),
+            auto_snapshot: rule.auto_snapshot.or_else(current).unwrap_or(false),
             policies: resolve_policies(&rule.policies, &rule.retention, RetentionSource::Rule, catalog, None),
             matched_rule: Some(MatchedRule {
                 index: rule.index,

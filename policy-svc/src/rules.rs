@@ -1,5 +1,6 @@
 //! The rules document: parse, validate (every problem at once), compile (regexes compiled, lists
-//! into sets), and match a volume against the rules in evaluation order with an explanation.
+//! into sets, rules indexed by the values they require), and match a volume against the rules in
+//! evaluation order, through the index or, with an explanation, rule by rule.
 //!
 //! The seed's format is accepted as is: a JSON array of `{name, priority, match, policies,
 //! auto_snapshot, retention}`. The object form `{"policies": {...}, "rules": [...]}` adds catalog
@@ -17,6 +18,10 @@ use sha2::{Digest, Sha256};
 use crate::catalog::{self, Catalog, Policy, PolicySource, Retention};
 use crate::decision::Volume;
 use crate::schedule::{self, Schedule, ScheduleError};
+
+mod index;
+
+use index::RuleIndex;
 
 /// Name of a rule that has none (two such rules are duplicates, as the contract says).
 pub const UNNAMED_RULE: &str = "unnamed-rule";
@@ -119,6 +124,8 @@ pub struct RuleSet {
     policies: Vec<Policy>,
     /// Rules in evaluation order: ascending priority, ties in document order.
     compiled: Vec<CompiledRule>,
+    /// Which of `compiled` a volume can match, by its values.
+    index: RuleIndex,
 }
 
 /// The outcome of validating a document.
@@ -150,7 +157,7 @@ pub fn checksum(document: &str) -> String {
 impl RuleSet {
     /// The empty rule set in force before any was stored (document `[]`).
     pub fn empty() -> Self {
-        Self { specs: Vec::new(), policies: Vec::new(), compiled: Vec::new() }
+        Self { specs: Vec::new(), policies: Vec::new(), compiled: Vec::new(), index: RuleIndex::default() }
     }
 
     /// The rules in document order.
@@ -168,31 +175,32 @@ impl RuleSet {
         self.specs.iter().any(|r| r.policies.iter().any(|p| p == policy))
     }
 
-    /// Checks the rules in evaluation order and returns the first that matches. With `explain`,
-    /// also returns a check per rule up to and including the match (all rules when none does).
+    /// Returns the first rule in evaluation order that matches. With `explain`, checks every rule
+    /// in turn and also returns a check per rule up to and including the match (all rules when
+    /// none does); without, tests only the rules the index names for the volume's values.
     pub fn first_match(&self, volume: &Volume, explain: bool) -> (Option<&RuleSpec>, Vec<RuleCheck>) {
+        if !explain {
+            let matched = self.index.first_match(&self.compiled, volume);
+            return (matched.map(|position| &self.specs[self.compiled[position].index]), Vec::new());
+        }
         let mut checks = Vec::new();
         for rule in &self.compiled {
-            if explain {
-                let failure = rule.conditions.iter().find(|c| !c.holds(volume));
-                let spec = &self.specs[rule.index];
-                let (failed_key, reason) = match failure {
-                    Some(condition) => (condition.key(), condition.explain(volume)),
-                    None => (String::new(), String::new()),
-                };
-                checks.push(RuleCheck {
-                    rule_index: rule.index,
-                    rule_name: spec.name.clone(),
-                    priority: spec.priority,
-                    matched: failure.is_none(),
-                    failed_key,
-                    reason,
-                });
-                if failure.is_none() {
-                    return (Some(spec), checks);
-                }
-            } else if rule.conditions.iter().all(|c| c.holds(volume)) {
-                return (Some(&self.specs[rule.index]), checks);
+            let failure = rule.conditions.iter().find(|c| !c.holds(volume));
+            let spec = &self.specs[rule.index];
+            let (failed_key, reason) = match failure {
+                Some(condition) => (condition.key(), condition.explain(volume)),
+                None => (String::new(), String::new()),
+            };
+            checks.push(RuleCheck {
+                rule_index: rule.index,
+                rule_name: spec.name.clone(),
+                priority: spec.priority,
+                matched: failure.is_none(),
+                failed_key,
+                reason,
+            });
+            if failure.is_none() {
+                return (Some(spec), checks);
             }
         }
         (None, checks)
@@ -220,6 +228,12 @@ pub struct RuleCheck {
 struct CompiledRule {
     index: usize,
     conditions: Vec<Condition>,
+}
+
+impl CompiledRule {
+    fn matches(&self, volume: &Volume) -> bool {
+        self.conditions.iter().all(|c| c.holds(volume))
+    }
 }
 
 /// Which volume fact a text key reads.
@@ -550,7 +564,8 @@ pub fn validate(document: &str, stored: &Catalog) -> Validation {
     }
     // Stable sort: equal priorities keep document order.
     compiled.sort_by_key(|rule| specs[rule.index].priority);
-    let rule_set = RuleSet { specs, policies: document_policies, compiled };
+    let index = RuleIndex::new(&compiled);
+    let rule_set = RuleSet { specs, policies: document_policies, compiled, index };
     Validation { problems: Vec::new(), rule_count, policy_count, checksum, rule_set: Some(rule_set) }
 }
 
