@@ -89,9 +89,9 @@ impl From<AuditError> for ServiceError {
                 ServiceError::new(ErrorCode::FailedPrecondition, message)
             }
             AuditError::Unavailable(message) => ServiceError::new(ErrorCode::Unavailable, message),
-            AuditError::Database(
-                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
-            ) => ServiceError::new(ErrorCode::Unavailable, "database unavailable; retry later"),
+            AuditError::Database(error) if service_kit::db::is_transient(&error) => {
+                ServiceError::new(ErrorCode::Unavailable, "database unavailable; retry later")
+            }
             other => ServiceError::internal(other),
         }
     }

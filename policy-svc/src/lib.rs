@@ -121,9 +121,7 @@ impl From<PolicyError> for ServiceError {
             PolicyError::NotFound(message) => Self::new(ErrorCode::NotFound, message),
             PolicyError::AlreadyExists(message) => Self::new(ErrorCode::AlreadyExists, message),
             PolicyError::FailedPrecondition(message) => Self::new(ErrorCode::FailedPrecondition, message),
-            PolicyError::Database(
-                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
-            ) => {
+            PolicyError::Database(ref error) if service_kit::db::is_transient(error) => {
                 tracing::warn!(error = %err, "database unavailable");
                 Self::new(ErrorCode::Unavailable, "database unavailable; retry with backoff")
             }

@@ -50,6 +50,20 @@ pub struct Database {
     backend: Backend,
 }
 
+/// Whether a database error passes with a retry: the pool or the connection is gone, or SQLite
+/// stayed busy/locked past its busy timeout (codes 5, 6 and their extended forms). Services answer
+/// these with Unavailable, not Internal.
+pub fn is_transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .and_then(|code| code.parse::<i64>().ok())
+            .is_some_and(|code| matches!(code & 0xff, 5 | 6)),
+        _ => false,
+    }
+}
+
 impl Database {
     /// Opens `url`. On PostgreSQL every connection works in `schema` (created if missing); on
     /// SQLite the file and its folder are created and WAL mode is on.

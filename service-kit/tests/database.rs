@@ -69,3 +69,22 @@ async fn a_url_that_is_neither_sqlite_nor_postgres_is_refused_by_name() {
     let err = Database::connect("mysql://root@localhost/x", "svc", 1).await.unwrap_err();
     assert!(err.to_string().contains("DATABASE_URL"), "{err}");
 }
+
+#[tokio::test]
+async fn a_locked_sqlite_database_is_transient_and_a_broken_statement_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/locked.db?mode=rwc", dir.path().display());
+    let db = Database::connect(&url, "svc", 2).await.unwrap();
+    db.migrate(MIGRATIONS).await.unwrap();
+    let mut holder = db.pool().begin().await.unwrap();
+    sqlx::query("INSERT INTO probe (note) VALUES ($1)").bind("held").execute(&mut *holder).await.unwrap();
+    let mut other = db.pool().acquire().await.unwrap();
+    sqlx::query("PRAGMA busy_timeout = 0").execute(&mut *other).await.unwrap();
+    let locked =
+        sqlx::query("INSERT INTO probe (note) VALUES ($1)").bind("blocked").execute(&mut *other).await;
+    let error = locked.expect_err("a second writer must find the database locked");
+    assert!(service_kit::db::is_transient(&error), "{error}");
+    let broken = sqlx::query("SELECT * FROM no_such_table").execute(&mut *other).await.unwrap_err();
+    assert!(!service_kit::db::is_transient(&broken), "{broken}");
+    holder.rollback().await.unwrap();
+}

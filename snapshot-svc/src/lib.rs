@@ -127,9 +127,9 @@ impl From<SnapshotError> for ServiceError {
             SnapshotError::FailedPrecondition(message) => Self::new(ErrorCode::FailedPrecondition, message),
             SnapshotError::Unavailable(message) => Self::new(ErrorCode::Unavailable, message),
             SnapshotError::OpenStack(error) => Self::new(ErrorCode::Unavailable, error.to_string()),
-            SnapshotError::Database(
-                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
-            ) => Self::new(ErrorCode::Unavailable, "database unavailable; retry with backoff"),
+            SnapshotError::Database(error) if service_kit::db::is_transient(&error) => {
+                Self::new(ErrorCode::Unavailable, "database unavailable; retry with backoff")
+            }
             other => Self::internal(other),
         }
     }
