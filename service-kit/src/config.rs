@@ -107,7 +107,7 @@ pub struct DatabaseArgs {
     /// Folder for the embedded SQLite databases.
     #[arg(long, env = "SNAPKEEPER_DATA_DIR", default_value = ".snapkeeper")]
     pub data_dir: PathBuf,
-    /// Most connections the pool opens.
+    /// Most connections the pool opens (SQLite: at most 4).
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
     pub max_connections: u32,
 }

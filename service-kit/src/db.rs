@@ -64,6 +64,10 @@ pub fn is_transient(error: &sqlx::Error) -> bool {
     }
 }
 
+/// Connections a SQLite pool opens at most, whatever is asked: SQLite takes one writer at a
+/// time, so more connections add no throughput, only a page cache each.
+const SQLITE_MAX_CONNECTIONS: u32 = 4;
+
 impl Database {
     /// Opens `url`. On PostgreSQL every connection works in `schema` (created if missing); on
     /// SQLite the file and its folder are created and WAL mode is on.
@@ -85,6 +89,8 @@ impl Database {
         // Every connection to an in-memory SQLite database is a new, empty database.
         pool = if in_memory {
             pool.max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None)
+        } else if backend == Backend::Sqlite {
+            pool.max_connections(max_connections.clamp(1, SQLITE_MAX_CONNECTIONS))
         } else {
             pool.max_connections(max_connections.max(1))
         };
@@ -95,7 +101,10 @@ impl Database {
         }
         let setup = match backend {
             Backend::Sqlite => {
-                "PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL;"
+                // A 1 MiB page cache per connection (SQLite's default is 2 MiB): the database file
+                // stays in the OS page cache, so the services need not keep their own copies.
+                "PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL; \
+                 PRAGMA cache_size=-1024;"
                     .to_owned()
             }
             Backend::Postgres => format!("SET search_path TO {schema}"),
