@@ -295,8 +295,10 @@ async fn explain_queries(url: &str, oldest_slot: &str) {
     };
     let queries = [
         ("records high water", literal(store::RECORDS_HIGH_WATER_SQL, &[])),
-        ("enrolled pairs", literal(store::ENROLLED_PAIRS_SQL, &[])),
-        ("snapshot stats", literal(store::SNAPSHOT_STATS_SQL, &["'snapkeeper'", "'p9_auto_snapshots'"])),
+        (
+            "enrolled pairs with their snapshot stats",
+            literal(store::ENROLLED_PAIRS_SQL, &["'snapkeeper'", "'p9_auto_snapshots'"]),
+        ),
         (
             "attempts since the oldest judged slot",
             literal(store::ATTEMPTS_SQL, &[&format!("'{oldest_slot}'")]),

@@ -145,20 +145,23 @@ pub struct Attempt {
     pub outcome: Outcome,
 }
 
-/// The latest of `attempts` made for `slot`: recorded with that slot, or (no slot recorded) made
-/// at or after it. Ties go to the later element, as records are appended in order.
-pub fn latest_attempt_for(attempts: &[Attempt], slot: DateTime<Utc>) -> Option<&Attempt> {
-    let mut latest: Option<&Attempt> = None;
-    for attempt in attempts {
-        let for_slot = match attempt.slot {
+impl Attempt {
+    /// Whether it was made for `slot`: recorded with that slot, or (no slot recorded) made at or
+    /// after it.
+    pub fn is_for(&self, slot: DateTime<Utc>) -> bool {
+        match self.slot {
             Some(s) => s == slot,
-            None => attempt.occurred_at >= slot,
-        };
-        if for_slot && latest.is_none_or(|l| attempt.occurred_at >= l.occurred_at) {
-            latest = Some(attempt);
+            None => self.occurred_at >= slot,
         }
     }
-    latest
+}
+
+/// Takes `attempt`, the next one of a pair in append order, into `latest`, the latest attempt
+/// made for `slot` so far. Ties go to the later attempt, as records are appended in order.
+pub fn take_latest_for(latest: &mut Option<Attempt>, attempt: Attempt, slot: DateTime<Utc>) {
+    if attempt.is_for(slot) && latest.as_ref().is_none_or(|l| attempt.occurred_at >= l.occurred_at) {
+        *latest = Some(attempt);
+    }
 }
 
 /// An active exclusion covering a pair.
@@ -444,22 +447,50 @@ mod tests {
             Attempt { occurred_at: at("2026-11-25T00:05:00Z"), slot: Some(slot), outcome: Outcome::Failed },
             Attempt { occurred_at: at("2026-11-25T01:05:00Z"), slot: Some(slot), outcome: blocked },
         ];
-        let attempt = latest_attempt_for(&attempts, slot);
-        let facts = PairFacts { enrolled_at: None, exclusion: None, snapshots: &none, attempt };
+        let attempt = latest_for(&attempts, slot);
+        let facts =
+            PairFacts { enrolled_at: None, exclusion: None, snapshots: &none, attempt: attempt.as_ref() };
         let verdict = judge(&facts, &daily);
         assert_eq!(verdict.status, Status::QuotaBlocked);
         assert_eq!(verdict.reason, "gigabytes quota 980/1000 GiB, needs 40 GiB");
         // A later attempt that failed for another reason replaces the quota block.
         let mut later = attempts.clone();
         later.push(Attempt { occurred_at: at("2026-11-25T02:00:00Z"), slot: None, outcome: Outcome::Failed });
-        let facts = PairFacts { attempt: latest_attempt_for(&later, slot), ..facts };
+        let latest = latest_for(&later, slot);
+        let facts = PairFacts { attempt: latest.as_ref(), ..facts };
         let verdict = judge(&facts, &daily);
         assert_eq!(
             (verdict.status, verdict.reason.as_str()),
             (Status::Missing, "create failed for slot 2026-11-25T00:00Z")
         );
         // A quota block for an older slot does not make the current slot quota-blocked.
-        assert_eq!(latest_attempt_for(&attempts[..1], slot), None);
+        assert_eq!(latest_for(&attempts[..1], slot), None);
+    }
+
+    fn latest_for(attempts: &[Attempt], slot: DateTime<Utc>) -> Option<Attempt> {
+        let mut latest = None;
+        for attempt in attempts {
+            take_latest_for(&mut latest, attempt.clone(), slot);
+        }
+        latest
+    }
+
+    #[test]
+    fn ties_go_to_the_later_attempt_and_attempts_without_a_slot_count_from_it_on() {
+        let slot = at("2026-11-25T00:00:00Z");
+        let blocked = Outcome::QuotaBlocked { detail: "snapshot count quota 10/10".to_owned() };
+        let same_time = at("2026-11-25T00:05:00Z");
+        let attempts = [
+            Attempt { occurred_at: same_time, slot: Some(slot), outcome: Outcome::Failed },
+            Attempt { occurred_at: same_time, slot: None, outcome: blocked.clone() },
+            // Older than the latest so far: kept out although it comes later.
+            Attempt { occurred_at: at("2026-11-25T00:01:00Z"), slot: Some(slot), outcome: Outcome::Skipped },
+            // Made before the slot without naming one: not for it.
+            Attempt { occurred_at: at("2026-11-24T23:59:00Z"), slot: None, outcome: Outcome::Created },
+        ];
+        assert_eq!(latest_for(&attempts, slot).map(|a| a.outcome), Some(blocked));
+        assert!(!attempts[3].is_for(slot));
+        assert!(attempts[1].is_for(slot));
     }
 
     #[test]

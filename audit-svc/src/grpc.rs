@@ -195,11 +195,11 @@ fn row_out(row: &JudgedRow) -> pb::ComplianceRow {
     pb::ComplianceRow {
         volume_id: v.id.clone(),
         volume_name: if v.name.is_empty() { v.id.clone() } else { v.name.clone() },
-        volume_type: v.volume_type.clone(),
-        tenant_id: v.domain_id.clone(),
-        tenant_name: v.domain_name.clone(),
-        project_id: v.project_id.clone(),
-        project_name: v.project_name.clone(),
+        volume_type: v.volume_type.to_string(),
+        tenant_id: v.domain_id.to_string(),
+        tenant_name: v.domain_name.to_string(),
+        project_id: v.project_id.to_string(),
+        project_name: v.project_name.to_string(),
         vm_id: v.vm_id.clone(),
         vm_name: if v.vm_name.is_empty() { v.vm_id.clone() } else { v.vm_name.clone() },
         policy_name: row.policy.to_string(),
@@ -213,7 +213,7 @@ fn row_out(row: &JudgedRow) -> pb::ComplianceRow {
         judged_slot: row.window.judged_slot.map(timestamp),
         next_due_at: row.window.next_due_at.map(timestamp),
         reason: row.verdict.reason.clone(),
-        region: v.region.clone(),
+        region: v.region.to_string(),
         enrolled_at: row.enrolled_at.map(timestamp),
     }
 }
@@ -350,7 +350,7 @@ impl AuditApi {
                 request.project_id.is_some() || request.tenant_id.is_some() || request.policy.is_some();
             let projects: Option<HashSet<String>> = if narrowed {
                 let mut set: HashSet<String> =
-                    selection.rows.iter().map(|r| r.volume.project_id.clone()).collect();
+                    selection.rows.iter().map(|r| r.volume.project_id.to_string()).collect();
                 set.extend(request.project_id.clone());
                 Some(set)
             } else {

@@ -148,16 +148,21 @@ pub fn summarize(
             figures.ages.push(age);
         }
         if matches!(row.verdict.status, Status::Missing | Status::QuotaBlocked) {
-            late.push(LateVolume {
-                policy: row.policy.to_string(),
-                volume_id: row.volume.id.clone(),
-                project_id: row.volume.project_id.clone(),
-                age: age.unwrap_or(f64::INFINITY),
-            });
+            late.push((age.unwrap_or(f64::INFINITY), row));
         }
     }
-    late.sort_by(|a, b| b.age.total_cmp(&a.age).then_with(|| a.volume_id.cmp(&b.volume_id)));
-    late.truncate(cap);
+    // Sorted by reference, so only the `cap` kept are copied out.
+    late.sort_by(|(a, a_row), (b, b_row)| b.total_cmp(a).then_with(|| a_row.volume.id.cmp(&b_row.volume.id)));
+    let late = late
+        .into_iter()
+        .take(cap)
+        .map(|(age, row)| LateVolume {
+            policy: row.policy.to_string(),
+            volume_id: row.volume.id.clone(),
+            project_id: row.volume.project_id.to_string(),
+            age,
+        })
+        .collect();
     (policies, late)
 }
 
@@ -218,7 +223,7 @@ mod tests {
         JudgedRow {
             volume: Arc::new(VolumeInfo {
                 id: volume.to_owned(),
-                project_id: "p1".to_owned(),
+                project_id: Arc::from("p1"),
                 ..VolumeInfo::default()
             }),
             policy: Arc::from(policy),

@@ -9,12 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures::TryStreamExt as _;
 use service_kit::clock::Clock;
 use tokio::sync::{Mutex, Notify};
 
 use crate::AuditError;
 use crate::compliance::{
-    Group, PairFacts, SnapshotStats, Status, Summary, Verdict, Window, judge, latest_attempt_for, tally,
+    Attempt, Group, PairFacts, SnapshotStats, Status, Summary, Verdict, Window, judge, take_latest_for, tally,
 };
 use crate::directory::CachedDirectory;
 use crate::store::{RollupRow, Store};
@@ -23,29 +24,46 @@ use crate::webhooks::{self, WebhookSettings};
 /// The seed's window in days for policies without a known schedule.
 pub const DEFAULT_DAYS: u32 = 2;
 
-/// What the inventory says about a volume.
+/// What the inventory says about a volume. Texts many volumes have in common (their region,
+/// type, project and domain) are shared between them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VolumeInfo {
     /// Region.
-    pub region: String,
+    pub region: Arc<str>,
     /// Volume id.
     pub id: String,
     /// Volume name.
     pub name: String,
     /// Volume type.
-    pub volume_type: String,
+    pub volume_type: Arc<str>,
     /// Project id.
-    pub project_id: String,
+    pub project_id: Arc<str>,
     /// Project name.
-    pub project_name: String,
+    pub project_name: Arc<str>,
     /// Domain id.
-    pub domain_id: String,
+    pub domain_id: Arc<str>,
     /// Domain name.
-    pub domain_name: String,
+    pub domain_name: Arc<str>,
     /// First attached server.
     pub vm_id: String,
     /// Its name.
     pub vm_name: String,
+}
+
+/// One shared copy of each distinct text seen.
+#[derive(Debug, Default)]
+struct SharedTexts(HashSet<Arc<str>>);
+
+impl SharedTexts {
+    /// The shared copy of `text`.
+    fn share(&mut self, text: String) -> Arc<str> {
+        if let Some(shared) = self.0.get(text.as_str()) {
+            return Arc::clone(shared);
+        }
+        let shared: Arc<str> = Arc::from(text);
+        self.0.insert(Arc::clone(&shared));
+        shared
+    }
 }
 
 /// One enrolled pair as loaded from the inventory.
@@ -120,7 +138,7 @@ pub struct IndexedJudgement {
     /// Counts and roll-ups over every row.
     pub overall: Tallies,
     /// Row positions per project id, in the judgement's order.
-    pub project_rows: HashMap<String, Vec<usize>>,
+    pub project_rows: HashMap<Arc<str>, Vec<usize>>,
 }
 
 impl IndexedJudgement {
@@ -128,7 +146,7 @@ impl IndexedJudgement {
     pub fn new(judgement: Arc<Judgement>) -> Self {
         let mut overall = Tallies::default();
         let mut policies: HashSet<&str> = HashSet::new();
-        let mut project_rows: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut project_rows: HashMap<Arc<str>, Vec<usize>> = HashMap::new();
         for (position, row) in judgement.rows.iter().enumerate() {
             let (v, status) = (&row.volume, row.verdict.status);
             overall.summary.add(status);
@@ -136,17 +154,15 @@ impl IndexedJudgement {
             tally(&mut overall.by_domain, &v.domain_id, &v.domain_name, status);
             tally(&mut overall.by_project, &v.project_id, &v.project_name, status);
             tally(&mut overall.by_policy, &row.policy, &row.policy, status);
-            match project_rows.get_mut(v.project_id.as_str()) {
-                Some(positions) => positions.push(position),
-                None => {
-                    project_rows.insert(v.project_id.clone(), vec![position]);
-                }
-            }
+            project_rows.entry(Arc::clone(&v.project_id)).or_default().push(position);
         }
         overall.policies = policies.len();
         Self { judgement, overall, project_rows }
     }
 }
+
+/// Per policy, then volume id: the latest attempt for the policy's judged slot.
+type LatestAttempts = HashMap<Arc<str>, HashMap<String, Option<Attempt>>>;
 
 /// What a cached judgement depended on, beside the records.
 #[derive(Debug, PartialEq)]
@@ -254,43 +270,43 @@ impl ComplianceReport {
         {
             return Ok(Arc::clone(facts));
         }
-        let rows = self.store.enrolled_pairs().await?;
-        let mut stats = self.store.snapshot_stats().await?;
-        let mut volumes: BTreeMap<(String, String), Arc<VolumeInfo>> = BTreeMap::new();
+        // The old view is stale: let it go before the new one is loaded, not after.
+        *cached = None;
+        let mut pairs = Vec::with_capacity(self.store.enrolled_pair_count().await?);
+        let mut texts = SharedTexts::default();
         let mut policies: BTreeSet<Arc<str>> = BTreeSet::new();
-        let mut pairs = Vec::with_capacity(rows.len());
-        for row in rows {
-            let volume =
-                Arc::clone(volumes.entry((row.region.clone(), row.volume_id.clone())).or_insert_with(|| {
-                    Arc::new(VolumeInfo {
-                        region: row.region.clone(),
-                        id: row.volume_id.clone(),
-                        name: row.volume_name.clone(),
-                        volume_type: row.volume_type.clone(),
-                        project_id: row.project_id.clone(),
-                        project_name: row.project_name.clone(),
-                        domain_id: row.domain_id.clone(),
-                        domain_name: row.domain_name.clone(),
-                        vm_id: row.vm_id.clone(),
-                        vm_name: row.vm_name.clone(),
-                    })
-                }));
-            let policy = if let Some(p) = policies.get(row.policy_name.as_str()) {
-                Arc::clone(p)
-            } else {
-                let p: Arc<str> = Arc::from(row.policy_name.as_str());
-                policies.insert(Arc::clone(&p));
-                p
+        let mut rows = self.store.enrolled_pairs();
+        while let Some(row) = rows.try_next().await? {
+            // The pairs of one volume come together, so its info is shared with the pair before.
+            let volume = match pairs.last() {
+                Some(Pair { volume, .. }) if *volume.region == row.region && volume.id == row.volume_id => {
+                    Arc::clone(volume)
+                }
+                _ => Arc::new(VolumeInfo {
+                    region: texts.share(row.region),
+                    id: row.volume_id,
+                    name: row.volume_name,
+                    volume_type: texts.share(row.volume_type),
+                    project_id: texts.share(row.project_id),
+                    project_name: texts.share(row.project_name),
+                    domain_id: texts.share(row.domain_id),
+                    domain_name: texts.share(row.domain_name),
+                    vm_id: row.vm_id,
+                    vm_name: row.vm_name,
+                }),
             };
-            let key = (row.region, row.volume_id, row.policy_name);
+            let policy = texts.share(row.policy_name);
+            policies.insert(Arc::clone(&policy));
             pairs.push(Pair {
                 volume,
                 policy,
                 retention_count: row.retention_count,
                 enrolled_at: row.enrolled_at,
-                stats: stats.remove(&key).unwrap_or_default(),
+                stats: row.stats,
             });
         }
+        drop(rows);
+        pairs.shrink_to_fit();
         let facts = Arc::new(Facts { version, synced_at, pairs, policies });
         *cached = Some(Arc::clone(&facts));
         Ok(facts)
@@ -309,6 +325,14 @@ impl ComplianceReport {
             return Ok(Arc::new(IndexedJudgement::default()));
         };
         let (directory, generation) = self.directory.get().await?;
+        {
+            let mut cached = self.judged.lock().await;
+            if cached.as_ref().is_some_and(|entry| entry.key.inventory != version) {
+                // A judgement of another view is never reused: let it go before the new view
+                // is loaded, so the two are not held at once.
+                *cached = None;
+            }
+        }
         let facts = self.facts(version.clone(), synced_at).await?;
         let now = self.clock.now();
         let windows: BTreeMap<Arc<str>, Arc<Window>> = facts
@@ -337,21 +361,20 @@ impl ComplianceReport {
                 return Ok(Arc::clone(&entry.indexed));
             }
         }
+        // Stale: let it go before its successor is built, not after.
+        *cached = None;
         let attempts = match oldest_slot {
-            Some(since) => self.store.attempts_since(since).await?,
+            Some(since) => self.latest_attempts(since, &windows).await?,
             None => HashMap::default(),
         };
         let mut rows = Vec::with_capacity(facts.pairs.len());
         for pair in &facts.pairs {
             let Some(window) = windows.get(&pair.policy) else { continue };
             let exclusion = directory.exclusion_for(&pair.volume.id, &pair.volume.project_id, now);
-            let attempt = match (
-                window.judged_slot,
-                attempts.get(&(pair.volume.id.clone(), pair.policy.to_string())),
-            ) {
-                (Some(slot), Some(list)) => latest_attempt_for(list, slot),
-                _ => None,
-            };
+            let attempt = attempts
+                .get(&pair.policy)
+                .and_then(|latest| latest.get(pair.volume.id.as_str()))
+                .and_then(Option::as_ref);
             let pair_facts = PairFacts {
                 enrolled_at: pair.enrolled_at,
                 exclusion: exclusion.as_ref(),
@@ -368,18 +391,40 @@ impl ComplianceReport {
                 verdict: judge(&pair_facts, window),
             });
         }
-        rows.sort_by(|a, b| {
-            (a.verdict.status, a.stats.last_any, &a.volume.id, &a.policy).cmp(&(
+        // In place: a stable sort would take a copy of every row on the side. The region ends
+        // ties (one volume id in two regions), so the order is total and needs no stability.
+        rows.sort_unstable_by(|a, b| {
+            (a.verdict.status, a.stats.last_any, &a.volume.id, &a.policy, &a.volume.region).cmp(&(
                 b.verdict.status,
                 b.stats.last_any,
                 &b.volume.id,
                 &b.policy,
+                &b.volume.region,
             ))
         });
         let judgement = Arc::new(Judgement { rows, synced_at: Some(facts.synced_at) });
         let indexed = Arc::new(IndexedJudgement::new(judgement));
         *cached = Some(CachedJudgement { key, records, indexed: Arc::clone(&indexed) });
         Ok(indexed)
+    }
+
+    /// Per policy and volume id, the latest attempt since `since` for the policy's judged slot in
+    /// `windows`, of the pairs with a quota block since then: all that judging needs of them.
+    async fn latest_attempts(
+        &self,
+        since: DateTime<Utc>,
+        windows: &BTreeMap<Arc<str>, Arc<Window>>,
+    ) -> Result<LatestAttempts, AuditError> {
+        let mut latest = LatestAttempts::new();
+        let mut attempts = self.store.attempts_since(since);
+        while let Some((volume_id, policy_name, attempt)) = attempts.try_next().await? {
+            let Some((policy, window)) = windows.get_key_value(policy_name.as_str()) else { continue };
+            // Checked first so that a pair gets an entry only for an attempt that counts.
+            let Some(slot) = window.judged_slot.filter(|&slot| attempt.is_for(slot)) else { continue };
+            let kept = latest.entry(Arc::clone(policy)).or_default().entry(volume_id).or_default();
+            take_latest_for(kept, attempt, slot);
+        }
+        Ok(latest)
     }
 
     /// Judges now and appends the roll-up per (domain, project, policy) to the daily history.
@@ -399,14 +444,14 @@ impl ComplianceReport {
             overall.add(row.verdict.status);
             let v = &row.volume;
             groups
-                .entry((v.domain_id.clone(), v.project_id.clone(), row.policy.to_string()))
+                .entry((v.domain_id.to_string(), v.project_id.to_string(), row.policy.to_string()))
                 .or_insert_with(|| RollupRow {
                     day: day.clone(),
                     recorded_at,
-                    domain_id: v.domain_id.clone(),
-                    domain_name: v.domain_name.clone(),
-                    project_id: v.project_id.clone(),
-                    project_name: v.project_name.clone(),
+                    domain_id: v.domain_id.to_string(),
+                    domain_name: v.domain_name.to_string(),
+                    project_id: v.project_id.to_string(),
+                    project_name: v.project_name.to_string(),
                     policy_name: row.policy.to_string(),
                     summary: Summary::default(),
                 })
@@ -552,7 +597,7 @@ impl ComplianceQuery {
         }
         match &self.project_id {
             Some(project) => {
-                let positions = indexed.project_rows.get(project).map_or(&[][..], Vec::as_slice);
+                let positions = indexed.project_rows.get(project.as_str()).map_or(&[][..], Vec::as_slice);
                 self.select_from(positions.iter().map(|&p| &judgement.rows[p]), rollups)
             }
             None => self.select_from(judgement.rows.iter(), rollups),
@@ -594,7 +639,7 @@ impl ComplianceQuery {
                 selection.rows.sort_by_cached_key(|r| (name(r), r.volume.id.clone(), Arc::clone(&r.policy)));
             }
             Order::ProjectName => {
-                selection.rows.sort_by_cached_key(|r| (r.volume.project_name.clone(), name(r)));
+                selection.rows.sort_by_cached_key(|r| (Arc::clone(&r.volume.project_name), name(r)));
             }
             Order::PolicyName => selection.rows.sort_by_cached_key(|r| (Arc::clone(&r.policy), name(r))),
             Order::LastSnapshotAt => {
@@ -604,5 +649,21 @@ impl ComplianceQuery {
         if self.descending {
             selection.rows.reverse();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_texts_share_one_copy() {
+        let mut texts = SharedTexts::default();
+        let first = texts.share("project-1".to_owned());
+        let again = texts.share("project-1".to_owned());
+        let other = texts.share("project-2".to_owned());
+        assert!(Arc::ptr_eq(&first, &again));
+        assert_eq!((&*first, &*other), ("project-1", "project-2"));
+        assert_eq!(texts.0.len(), 2);
     }
 }
