@@ -5,7 +5,7 @@
 //! projects, page by page; projects, domains and servers for names), each page passed on as the
 //! inventory chunks audit-svc's SyncInventory takes while it is listed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -75,7 +75,17 @@ fn session_error(region: &str, error: PolicyError) -> SnapshotError {
 /// Most items one SyncInventory chunk carries.
 const INVENTORY_CHUNK: usize = 500;
 
-/// What a run keeps of one region's listing: volumes and names whole, snapshots reduced to ours.
+/// What a listing keeps of the volumes and snapshots it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// Volumes whole and our snapshots indexed, for planning.
+    Everything,
+    /// Only how many there were (a listing that is only sent on to audit-svc).
+    Counts,
+}
+
+/// What a run keeps of one region's listing: volumes (less what only policy evaluation reads,
+/// once decided) and names, snapshots reduced to ours.
 #[derive(Debug, Clone, Default)]
 pub struct Listing {
     /// When listing began.
@@ -84,6 +94,8 @@ pub struct Listing {
     pub volumes: Vec<openstack::Volume>,
     /// Our snapshots (and the old system's) of every project by (volume, policy).
     pub snapshots: SnapshotIndex,
+    /// Volumes listed (with [`Keep::Counts`] none are kept).
+    pub volume_count: usize,
     /// Snapshots listed, ours or not.
     pub snapshot_count: usize,
     /// Projects by id.
@@ -103,6 +115,7 @@ impl Listing {
         region: &str,
         now: DateTime<Utc>,
         inventory: Option<&mpsc::Sender<audit::InventoryChunk>>,
+        keep: Keep,
     ) -> Result<Self, SnapshotError> {
         let (projects, domains, servers) = admin
             .call(region, |client| async move {
@@ -150,7 +163,12 @@ impl Listing {
                 volumes: part.iter().map(inventory_volume).collect(),
                 ..audit::InventoryChunk::default()
             },
-            |page| listing.volumes.extend(page),
+            |page| {
+                listing.volume_count += page.len();
+                if keep == Keep::Everything {
+                    listing.volumes.extend(page);
+                }
+            },
         );
         let mut index = SnapshotIndex::default();
         let mut snapshot_count = 0;
@@ -168,8 +186,10 @@ impl Listing {
             },
             |page| {
                 snapshot_count += page.len();
-                for snapshot in &page {
-                    index.add(snapshot);
+                if keep == Keep::Everything {
+                    for snapshot in &page {
+                        index.add(snapshot);
+                    }
                 }
             },
         );
@@ -179,6 +199,16 @@ impl Listing {
         Ok(listing)
     }
 
+    /// Drops what only policy evaluation reads of the volumes (metadata, description, zone),
+    /// once the decisions are made: the plan holds the listing through the whole snapshots step.
+    pub fn forget_rule_inputs(&mut self) {
+        for volume in &mut self.volumes {
+            volume.metadata = BTreeMap::new();
+            volume.description = None;
+            volume.availability_zone = None;
+        }
+    }
+
     /// The counts a SyncInventory end message states for this listing.
     pub fn sync_end(&self) -> audit::SyncEnd {
         let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
@@ -186,7 +216,7 @@ impl Listing {
             domain_count: count(self.domains.len()),
             project_count: count(self.projects.len()),
             server_count: count(self.servers.len()),
-            volume_count: count(self.volumes.len()),
+            volume_count: count(self.volume_count),
             snapshot_count: count(self.snapshot_count),
         }
     }

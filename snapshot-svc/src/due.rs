@@ -89,14 +89,11 @@ mod tests {
     fn snap(id: &str, status: &str, slot: Option<&str>, created: &str) -> OurSnapshot {
         OurSnapshot {
             id: id.to_owned(),
-            volume_id: "v1".to_owned(),
-            policy: "daily_5".to_owned(),
             status: status.to_owned(),
             created_at: Some(at(created)),
             slot: slot.map(at),
             held: false,
             size_gb: 1,
-            project_id: None,
         }
     }
 

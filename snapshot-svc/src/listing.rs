@@ -1,21 +1,18 @@
 //! The run's one listing of the cloud, reduced to what the domain needs: our snapshots (and the
 //! old system's) with the volume, policy and slot they belong to, indexed by (volume, policy).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
 use crate::naming;
 
-/// One snapshot of ours as listed.
+/// One snapshot of ours as listed, reduced to what due-ness and retention read (a 50k-snapshot
+/// region is held for a whole run); its volume and policy are the index's key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OurSnapshot {
     /// Cinder snapshot id.
     pub id: String,
-    /// Volume it was taken from (`original_volume_id`, else Cinder's `volume_id`).
-    pub volume_id: String,
-    /// Policy from the metadata.
-    pub policy: String,
     /// Cinder status (`creating`, `available`, `error`, ...).
     pub status: String,
     /// Cinder's created_at.
@@ -26,13 +23,16 @@ pub struct OurSnapshot {
     pub held: bool,
     /// Size in GiB.
     pub size_gb: u64,
-    /// Project the snapshot lives in.
-    pub project_id: Option<String>,
 }
 
+/// The (volume, policy) a snapshot of ours belongs to.
+type PairKey = (String, String);
+
 impl OurSnapshot {
-    /// Reads a Cinder snapshot; `None` when it is not ours or names no policy.
-    pub fn from_cinder(snapshot: &openstack::Snapshot) -> Option<Self> {
+    /// Reads a Cinder snapshot with the (volume, policy) it belongs to: the volume is
+    /// `original_volume_id` when set, else Cinder's `volume_id`. `None` when it is not ours or
+    /// names no policy.
+    pub fn from_cinder(snapshot: &openstack::Snapshot) -> Option<(PairKey, Self)> {
         let metadata = &snapshot.metadata;
         if !naming::is_ours(metadata) {
             return None;
@@ -43,17 +43,15 @@ impl OurSnapshot {
             .filter(|v| !v.is_empty())
             .unwrap_or(&snapshot.volume_id)
             .clone();
-        Some(Self {
+        let ours = Self {
             id: snapshot.id.clone(),
-            volume_id,
-            policy,
             status: snapshot.status.clone(),
             created_at: snapshot.created_at,
             slot: naming::recorded_slot(metadata),
             held: naming::is_held(metadata),
             size_gb: snapshot.size,
-            project_id: snapshot.project_id.clone(),
-        })
+        };
+        Some(((volume_id, policy), ours))
     }
 
     /// Whether the snapshot is in an error state (`error`, `error_deleting`).
@@ -62,10 +60,11 @@ impl OurSnapshot {
     }
 }
 
-/// Our snapshots grouped by (volume id, policy).
+/// Our snapshots grouped by (volume id, policy). A B-tree, not a hash map: it grows node by node,
+/// where a hash map of a big region doubles its table (and holds both while it moves).
 #[derive(Debug, Clone, Default)]
 pub struct SnapshotIndex {
-    by_pair: HashMap<(String, String), Vec<OurSnapshot>>,
+    by_pair: BTreeMap<PairKey, Vec<OurSnapshot>>,
 }
 
 impl SnapshotIndex {
@@ -80,8 +79,10 @@ impl SnapshotIndex {
 
     /// Indexes one listed snapshot when it is ours.
     pub fn add(&mut self, snapshot: &openstack::Snapshot) {
-        if let Some(ours) = OurSnapshot::from_cinder(snapshot) {
-            self.by_pair.entry((ours.volume_id.clone(), ours.policy.clone())).or_default().push(ours);
+        if let Some((pair, ours)) = OurSnapshot::from_cinder(snapshot) {
+            // A pair has one or two snapshots more often than more: a list grows from one
+            // instead of starting at four.
+            self.by_pair.entry(pair).or_insert_with(|| Vec::with_capacity(1)).push(ours);
         }
     }
 

@@ -15,7 +15,7 @@ use snapkeeper_proto::snapshot::v1 as pb;
 use snapkeeper_proto::tonic;
 
 use crate::SnapshotError;
-use crate::cloud::{Admin, Listing};
+use crate::cloud::{Admin, Keep, Listing};
 use crate::forecast::{self, Enrolment, Severity};
 use crate::quota::ProjectQuota;
 use crate::run::{duration, from_duration, from_timestamp, timestamp};
@@ -39,7 +39,7 @@ pub async fn forecast(
     margin_pct: f64,
     horizon: Duration,
 ) -> Result<pb::ForecastQuotaResponse, SnapshotError> {
-    let listing = Listing::fetch(admin, region, now, None).await?;
+    let listing = Listing::fetch(admin, region, now, None, Keep::Everything).await?;
     let volumes: Vec<&openstack::Volume> = listing
         .volumes
         .iter()

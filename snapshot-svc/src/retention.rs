@@ -105,14 +105,11 @@ mod tests {
     fn snap(id: &str, status: &str, day: u32) -> OurSnapshot {
         OurSnapshot {
             id: id.to_owned(),
-            volume_id: "v1".to_owned(),
-            policy: "daily_5".to_owned(),
             status: status.to_owned(),
             created_at: Some(at(&format!("2026-03-{day:02}T00:01:00Z"))),
             slot: None,
             held: false,
             size_gb: 10,
-            project_id: None,
         }
     }
 

@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::Instrument as _;
 
-use crate::cloud::{Admin, Listing};
+use crate::cloud::{Admin, Keep, Listing};
 use crate::plan::{ProjectVolumes, ProjectWork, RegionPlan, Rules};
 use crate::records::{Outcome, Pair, RunContext};
 use crate::retention::Deletion;
@@ -161,7 +161,20 @@ struct Created<'a> {
     update: WorkItemUpdate,
 }
 
-/// Figures of one batch.
+/// A batch waiting to run: its row, its region's plan and its projects (indexes into the plan).
+type Queued = (Batch, usize, Vec<usize>);
+
+/// A batch while its projects run.
+struct BatchState {
+    batch: Batch,
+    /// Projects not yet finished.
+    left: usize,
+    started: bool,
+    /// Failures of its projects (a store that stopped taking actions).
+    errors: Vec<String>,
+}
+
+/// Figures of one project's part of a batch.
 #[derive(Debug, Default, Clone, Copy)]
 struct Tally {
     created: i64,
@@ -566,7 +579,9 @@ impl Runner {
                 }));
             let mut client = self.inner.clients.audit.clone();
             let list = async {
-                let listing = Listing::fetch(&self.inner.admin, name, listed_at, Some(&chunks)).await;
+                let keeping = if keep.is_some() { Keep::Everything } else { Keep::Counts };
+                let listing =
+                    Listing::fetch(&self.inner.admin, name, listed_at, Some(&chunks), keeping).await;
                 drop(chunks);
                 if let Ok(listing) = &listing {
                     // Unheard only when audit-svc already answered; its answer says why.
@@ -576,7 +591,7 @@ impl Runner {
             };
             let (synced, listing) = tokio::join!(client.sync_inventory(messages), list);
             let listing = listing?;
-            totals.0 += listing.volumes.len();
+            totals.0 += listing.volume_count;
             totals.1 += listing.snapshot_count;
             // Kept even when audit-svc refused the sync: the snapshots step needs no second listing.
             if let Some(keep) = keep.as_mut() {
@@ -603,7 +618,7 @@ impl Runner {
         for name in regions {
             let listing = match listings.remove(name) {
                 Some(listing) => listing,
-                None => Listing::fetch(&self.inner.admin, name, self.now(), None).await?,
+                None => Listing::fetch(&self.inner.admin, name, self.now(), None, Keep::Everything).await?,
             };
             let (plan, version, policies) = self.plan_region(execution, name, listing).await?;
             rule_set_version = rule_set_version.max(version);
@@ -643,16 +658,19 @@ impl Runner {
             .await?;
         self.inner.store.insert_batches(&execution.run.id, &batch_rows).await?;
         execution.live().total_batches = batch_rows.len() as i64;
-        let total = batch_rows.len();
-        for (index, (mut batch, (region, projects))) in batch_rows.into_iter().zip(members).enumerate() {
-            let Some(plan) = planned.get(region) else { continue };
-            // Each batch's pairs are built as it starts, so only one batch's are ever held.
-            let work =
-                projects.iter().filter_map(|index| plan.projects.get(*index)).map(|p| plan.work(p)).collect();
-            self.run_batch(execution, &mut batch, &plan.region, work).await?;
-            let delay = self.inner.settings.batch_delay;
-            if index + 1 < total && !delay.is_zero() && !execution.stopped() {
-                tokio::time::sleep(delay).await;
+        let batches: Vec<Queued> = batch_rows.into_iter().zip(members).map(|(b, (r, p))| (b, r, p)).collect();
+        let delay = self.inner.settings.batch_delay;
+        if delay.is_zero() {
+            self.run_batches(execution, &planned, batches).await?;
+        } else {
+            // A pause between batches is the operator's way of sparing Cinder: each batch ends,
+            // then the pause, then the next.
+            let total = batches.len();
+            for (index, queued) in batches.into_iter().enumerate() {
+                self.run_batches(execution, &planned, vec![queued]).await?;
+                if index + 1 < total && !execution.stopped() {
+                    tokio::time::sleep(delay).await;
+                }
             }
         }
         let counters = execution.live().counters;
@@ -687,7 +705,7 @@ impl Runner {
         &self,
         execution: &Execution,
         region: &str,
-        listing: Listing,
+        mut listing: Listing,
     ) -> Result<(RegionPlan, i64, BTreeMap<String, i64>), SnapshotError> {
         let now = self.now();
         let scope = &execution.run.scope;
@@ -697,6 +715,8 @@ impl Runner {
         let volumes: Vec<&openstack::Volume> = chosen.iter().map(|&i| &listing.volumes[i]).collect();
         let (decisions, rule_set_version) =
             decide(&self.inner.clients.policy, &listing, &volumes, now).await?;
+        drop(volumes);
+        listing.forget_rule_inputs();
         let mut enrolled: BTreeMap<String, i64> = BTreeMap::new();
         for decision in &decisions {
             if decision.enrolled {
@@ -765,14 +785,106 @@ impl Runner {
         Ok(slots)
     }
 
-    /// Processes one batch of whole projects with bounded concurrency.
-    async fn run_batch(
+    /// Processes the projects of `batches` in order with bounded concurrency. A batch starts when
+    /// its first project does, so the next batch's projects take up the workers its slowest
+    /// projects leave idle, and ends when its last project does. After a failure no further
+    /// project starts and the first error ends the step.
+    async fn run_batches(
         &self,
         execution: &Execution,
-        batch: &mut Batch,
-        region: &str,
-        members: Vec<ProjectWork>,
+        plans: &[RegionPlan],
+        batches: Vec<Queued>,
     ) -> Result<(), SnapshotError> {
+        let mut jobs = Vec::new();
+        let mut states = Vec::with_capacity(batches.len());
+        for (index, (batch, region, projects)) in batches.into_iter().enumerate() {
+            jobs.extend(projects.iter().map(|project| (index, region, *project)));
+            let left = projects.len();
+            states.push(tokio::sync::Mutex::new(BatchState {
+                batch,
+                left,
+                started: false,
+                errors: Vec::new(),
+            }));
+        }
+        let failed = AtomicBool::new(false);
+        // Each project's pairs are built as it starts, so only the running ones are ever held.
+        let projects = jobs.into_iter().filter_map(|(index, region, project)| {
+            let (state, plan) = (states.get(index)?, plans.get(region)?);
+            let work = plan.projects.get(project).map(|volumes| plan.work(volumes));
+            Some(self.batch_project(execution, state, &plan.region, work, &failed))
+        });
+        let results: Vec<Result<(), SnapshotError>> = futures::stream::iter(projects)
+            .buffer_unordered(self.inner.settings.concurrency.max(1))
+            .collect()
+            .await;
+        results.into_iter().collect::<Result<(), _>>()?;
+        let first = states.into_iter().find_map(|state| state.into_inner().errors.into_iter().next());
+        match first {
+            // A database failure mid-batch means actions may not be recorded: stop the run.
+            Some(error) => Err(SnapshotError::Unavailable(error)),
+            None => Ok(()),
+        }
+    }
+
+    /// One project of a batch, starting the batch if it is the first and ending it if the last.
+    async fn batch_project(
+        &self,
+        execution: &Execution,
+        state: &tokio::sync::Mutex<BatchState>,
+        region: &str,
+        work: Option<ProjectWork>,
+        failed: &AtomicBool,
+    ) -> Result<(), SnapshotError> {
+        let number = {
+            let mut state = state.lock().await;
+            if !state.started {
+                if failed.load(Ordering::SeqCst) {
+                    // Never started: the batch stays pending, as the ones after a failure do.
+                    return Ok(());
+                }
+                if let Err(error) = self.start_batch(execution, &mut state.batch).await {
+                    failed.store(true, Ordering::SeqCst);
+                    return Err(error);
+                }
+                state.started = true;
+            }
+            state.batch.number as i32
+        };
+        let result = match work {
+            Some(work) if !failed.load(Ordering::SeqCst) => {
+                self.process_project(execution, region, work, number).await
+            }
+            _ => Ok(Tally::default()),
+        };
+        let mut state = state.lock().await;
+        match result {
+            Ok(tally) => {
+                let batch = &mut state.batch;
+                batch.completed += tally.created;
+                batch.failed += tally.failed;
+                batch.skipped += tally.skipped;
+                batch.quota_blocked += tally.blocked;
+                batch.deleted += tally.deleted;
+            }
+            Err(error) => {
+                failed.store(true, Ordering::SeqCst);
+                state.errors.push(error.to_string());
+            }
+        }
+        state.left -= 1;
+        if state.left == 0 {
+            let BatchState { batch, errors, .. } = &mut *state;
+            if let Err(error) = self.finish_batch(execution, batch, errors).await {
+                failed.store(true, Ordering::SeqCst);
+                return Err(error);
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks a batch running and announces it.
+    async fn start_batch(&self, execution: &Execution, batch: &mut Batch) -> Result<(), SnapshotError> {
         let store = &self.inner.store;
         let now = self.now();
         batch.started_at = Some(now);
@@ -781,26 +893,17 @@ impl Runner {
         execution.live().current_batch = batch.number;
         let started =
             Action { watch: vec![(false, WatchEvent::BatchStarted(batch.to_proto()))], ..Action::default() };
-        store.commit(&execution.run.id, started, now).await?;
-        let number = batch.number as i32;
-        let results: Vec<Result<Tally, SnapshotError>> = futures::stream::iter(members)
-            .map(|work| self.process_project(execution, region, work, number))
-            .buffer_unordered(self.inner.settings.concurrency.max(1))
-            .collect()
-            .await;
-        let mut errors = Vec::new();
-        for result in results {
-            match result {
-                Ok(tally) => {
-                    batch.completed += tally.created;
-                    batch.failed += tally.failed;
-                    batch.skipped += tally.skipped;
-                    batch.quota_blocked += tally.blocked;
-                    batch.deleted += tally.deleted;
-                }
-                Err(error) => errors.push(error.to_string()),
-            }
-        }
+        store.commit(&execution.run.id, started, now).await
+    }
+
+    /// Stores a batch's end with its status, audit record and watch event.
+    async fn finish_batch(
+        &self,
+        execution: &Execution,
+        batch: &mut Batch,
+        errors: &[String],
+    ) -> Result<(), SnapshotError> {
+        let store = &self.inner.store;
         let now = self.now();
         batch.finished_at = Some(now);
         batch.status = if !errors.is_empty() {
@@ -820,12 +923,7 @@ impl Runner {
             watch: vec![(false, WatchEvent::BatchFinished(batch.to_proto()))],
             ..Action::default()
         };
-        store.commit(&execution.run.id, finished, now).await?;
-        if let Some(first) = errors.into_iter().next() {
-            // A database failure mid-batch means actions may not be recorded: stop the run.
-            return Err(SnapshotError::Unavailable(first));
-        }
-        Ok(())
+        store.commit(&execution.run.id, finished, now).await
     }
 
     /// One project: recorded decisions, quota pre-check, credentials, creates, retention.
@@ -1073,7 +1171,7 @@ impl Runner {
                 identity::ScopeMode::Unspecified => audit::ScopeMode::Unspecified,
             }
         });
-        let mut previous = None;
+        let mut sending = Vec::new();
         for key in &admission.admitted {
             let (pair, in_use) = &work.creates[*key];
             if execution.stopped() {
@@ -1086,8 +1184,28 @@ impl Runner {
                     .await?;
                 continue;
             }
+            sending.push((pair, *in_use, work_item(execution, pair, self.now())));
+        }
+        // The project's work items are durable in one commit before its first create, so each
+        // create then waits only on Cinder. One never sent (a crash, a stop) is retried under the
+        // same key while its slot lasts and recorded as lost after that (see `plan`).
+        let items: Vec<WorkItem> = sending.iter().map(|(_, _, item)| item.clone()).collect();
+        self.inner.store.begin_creates(&items, self.now()).await?;
+        let mut previous = None;
+        for (pair, in_use, item) in sending {
+            if execution.stopped() {
+                let update = WorkItemUpdate {
+                    key: item.key,
+                    state: "failed",
+                    snapshot_id: None,
+                    error: Some("not sent: the run was stopped".to_owned()),
+                };
+                let outcome = Outcome::Skipped(pb::SkipReason::RunStopped);
+                self.record(execution, pair, outcome, Some(update), tally).await?;
+                continue;
+            }
             previous =
-                Some(self.create(execution, &client, pair, *in_use, scope_mode, previous, tally).await?);
+                Some(self.create(execution, &client, pair, item, in_use, scope_mode, previous, tally).await?);
         }
         if let Some(created) = previous {
             self.record(execution, created.pair, created.outcome, Some(created.update), tally).await?;
@@ -1105,9 +1223,9 @@ impl Runner {
         Some(())
     }
 
-    /// One create: the work item first, then the call; returns the outcome for the caller to
-    /// record. The `previous` create's outcome is committed while this work item is written, so
-    /// a project's creates wait on one commit each instead of two.
+    /// One create of a begun work item; returns the outcome for the caller to record. The
+    /// `previous` create's outcome is committed while this one's call is out, so a project's
+    /// creates wait on Cinder alone.
     #[allow(clippy::too_many_arguments)]
     #[tracing::instrument(name = "snapshot.create", skip_all, fields(run_id = %execution.run.id, volume_id = %pair.volume_id, project_id = %pair.project_id, policy = %pair.policy))]
     async fn create<'a>(
@@ -1115,31 +1233,13 @@ impl Runner {
         execution: &Execution,
         client: &OpenStack,
         pair: &'a Pair,
+        item: WorkItem,
         in_use: bool,
         scope_mode: audit::ScopeMode,
         previous: Option<Created<'_>>,
         tally: &mut Tally,
     ) -> Result<Created<'a>, SnapshotError> {
-        let slot = pair.slot.unwrap_or_else(|| self.now());
-        let key = naming::idempotency_key(&pair.volume_id, &pair.policy, slot);
-        let item = WorkItem {
-            key: key.clone(),
-            run_id: execution.run.id.clone(),
-            volume_id: pair.volume_id.clone(),
-            project_id: pair.project_id.clone(),
-            policy: pair.policy.clone(),
-            slot: naming::slot_text(slot),
-            region: pair.region.clone(),
-        };
-        let begin = self.inner.store.begin_create(&item, self.now());
-        match previous {
-            Some(created) => {
-                let record =
-                    self.record(execution, created.pair, created.outcome, Some(created.update), tally);
-                tokio::try_join!(record, begin)?;
-            }
-            None => begin.await?,
-        }
+        let slot = naming::parse_slot(&item.slot).unwrap_or_else(|| self.now());
         let target = naming::SnapshotFor {
             project_id: &pair.project_id,
             project_name: &pair.project_name,
@@ -1158,7 +1258,19 @@ impl Runner {
             force: in_use,
             metadata: naming::snapshot_metadata(&target),
         };
-        let (outcome, state, snapshot_id, error) = match client.cinder().create_snapshot(&request).await {
+        let cinder = client.cinder();
+        let call = cinder.create_snapshot(&request);
+        let response = match previous {
+            Some(created) => {
+                let record =
+                    self.record(execution, created.pair, created.outcome, Some(created.update), tally);
+                let (recorded, response) = tokio::join!(record, call);
+                recorded?;
+                response
+            }
+            None => call.await,
+        };
+        let (outcome, state, snapshot_id, error) = match response {
             Ok(snapshot) => (
                 Outcome::Created {
                     snapshot_id: snapshot.id.clone(),
@@ -1184,7 +1296,7 @@ impl Runner {
                 (Outcome::CreateFailed { error: text.clone(), request_id }, "failed", None, Some(text))
             }
         };
-        Ok(Created { pair, outcome, update: WorkItemUpdate { key, state, snapshot_id, error } })
+        Ok(Created { pair, outcome, update: WorkItemUpdate { key: item.key, state, snapshot_id, error } })
     }
 
     /// Commits one pair outcome with its records and counts it.
@@ -1237,10 +1349,25 @@ impl Runner {
             audit: vec![event],
             watch: vec![(true, WatchEvent::VolumeProcessed(watch))],
             quota_block,
+            ..Action::default()
         };
         self.inner.store.commit(&execution.run.id, action, now).await?;
         metrics::outcome_recorded(&pair.policy, &outcome);
         Ok(())
+    }
+}
+
+/// The work item of a due pair's create, keyed by volume, policy and slot.
+fn work_item(execution: &Execution, pair: &Pair, now: DateTime<Utc>) -> WorkItem {
+    let slot = pair.slot.unwrap_or(now);
+    WorkItem {
+        key: naming::idempotency_key(&pair.volume_id, &pair.policy, slot),
+        run_id: execution.run.id.clone(),
+        volume_id: pair.volume_id.clone(),
+        project_id: pair.project_id.clone(),
+        policy: pair.policy.clone(),
+        slot: naming::slot_text(slot),
+        region: pair.region.clone(),
     }
 }
 

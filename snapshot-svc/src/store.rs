@@ -5,6 +5,7 @@
 //! violation comes back as [`SnapshotError::AlreadyExists`] naming the active run.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use service_kit::db::Database;
@@ -13,6 +14,7 @@ use snapkeeper_proto::prost::Message;
 use snapkeeper_proto::snapshot::v1 as pb;
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row, Transaction};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::SnapshotError;
 use crate::run::{Batch, BatchStatus, Counters, Run, RunKind, RunStatus, Scope, Step, StepKey, StepStatus};
@@ -134,6 +136,8 @@ pub struct WorkItem {
 /// and, for blocks, the quota block.
 #[derive(Debug, Clone, Default)]
 pub struct Action {
+    /// Work items to start (`creating`) before their Cinder calls.
+    pub begin: Vec<WorkItem>,
     /// Work item state change.
     pub work_item: Option<WorkItemUpdate>,
     /// Audit events for audit-svc.
@@ -172,7 +176,14 @@ pub struct Lease {
 #[derive(Debug, Clone)]
 pub struct Store {
     database: Database,
+    writer: Arc<OnceLock<mpsc::Sender<QueuedAction>>>,
 }
+
+/// Watch event sequences one pruning statement deletes at most.
+const EVENTS_PER_PRUNE: i64 = 5_000;
+
+/// Ids bound into one `IN (...)` list at most.
+const IDS_PER_STATEMENT: usize = 500;
 
 /// Pending watch events numbered per transaction.
 const EVENTS_PER_NUMBERING: usize = 500;
@@ -185,7 +196,7 @@ const RUN_COLUMNS: &str = "id, kind, status, dry_run, triggered_by, scope, regio
 impl Store {
     /// Wraps a migrated database.
     pub fn new(database: Database) -> Self {
-        Self { database }
+        Self { database, writer: Arc::default() }
     }
 
     fn pool(&self) -> &AnyPool {
@@ -679,25 +690,12 @@ impl Store {
             .collect()
     }
 
-    /// Records a create about to be sent (before the call), taking over a key an earlier run left.
-    pub async fn begin_create(&self, item: &WorkItem, now: DateTime<Utc>) -> Result<(), SnapshotError> {
-        sqlx::query(
-            "INSERT INTO run_work_items (idempotency_key, run_id, volume_id, project_id, policy, slot, region, state, \
-             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'creating', $8, $8) \
-             ON CONFLICT (idempotency_key) DO UPDATE SET run_id = excluded.run_id, state = 'creating', \
-             updated_at = excluded.updated_at, error = NULL",
-        )
-        .bind(&item.key)
-        .bind(&item.run_id)
-        .bind(&item.volume_id)
-        .bind(&item.project_id)
-        .bind(&item.policy)
-        .bind(&item.slot)
-        .bind(&item.region)
-        .bind(time_text(now))
-        .execute(self.pool())
-        .await?;
-        Ok(())
+    /// Records creates about to be sent (before their calls), taking over keys an earlier run
+    /// left.
+    pub async fn begin_creates(&self, items: &[WorkItem], now: DateTime<Utc>) -> Result<(), SnapshotError> {
+        let Some(first) = items.first() else { return Ok(()) };
+        let action = Action { begin: items.to_vec(), ..Action::default() };
+        self.commit(&first.run_id, action, now).await
     }
 
     /// Work items left `creating` by runs that did not finish them.
@@ -724,44 +722,30 @@ impl Store {
     }
 
     /// Writes one action atomically: the work item state, the audit events into the outbox, the
-    /// watch events with their sequence numbers, the quota block.
+    /// watch events (numbered later), the quota block. Returns once the action is durable.
+    /// Actions committed at the same time from different projects share one transaction (a
+    /// group commit), so concurrent workers wait on one commit between them instead of one
+    /// each; a failed transaction fails every action in it.
     pub async fn commit(
         &self,
         run_id: &str,
         action: Action,
         now: DateTime<Utc>,
     ) -> Result<(), SnapshotError> {
-        let mut tx = self.pool().begin().await?;
-        if let Some(update) = &action.work_item {
-            sqlx::query(
-                "UPDATE run_work_items SET state = $2, snapshot_id = $3, error = $4, updated_at = $5 WHERE idempotency_key = $1",
-            )
-            .bind(&update.key)
-            .bind(update.state)
-            .bind(update.snapshot_id.clone())
-            .bind(update.error.clone())
-            .bind(time_text(now))
-            .execute(&mut *tx)
-            .await?;
-        }
-        for event in &action.audit {
-            enqueue(&mut tx, event, now).await?;
-        }
-        for (volume, event) in action.watch {
-            append_watch_event(&mut tx, run_id, volume, event, now).await?;
-        }
-        if let Some(block) = &action.quota_block {
-            sqlx::query(
-                "INSERT INTO snapshot_quota_blocks (run_id, position, payload) VALUES ($1, \
-                 (SELECT COALESCE(MAX(position), 0) + 1 FROM snapshot_quota_blocks WHERE run_id = $1), $2)",
-            )
-            .bind(run_id)
-            .bind(block.encode_to_vec())
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let (done, written) = oneshot::channel();
+        let queued = QueuedAction { run_id: run_id.to_owned(), action, now, done };
+        let stopped = || SnapshotError::Unavailable("recording actions: the writer has stopped".to_owned());
+        self.writer().send(queued).await.map_err(|_| stopped())?;
+        written.await.map_err(|_| stopped())?.map_err(SnapshotError::Unavailable)
+    }
+
+    /// The group-commit writer, started with the first commit (it needs the caller's runtime).
+    fn writer(&self) -> &mpsc::Sender<QueuedAction> {
+        self.writer.get_or_init(|| {
+            let (queue, waiting) = mpsc::channel(GROUP_MAX * 4);
+            tokio::spawn(write_groups(self.database.clone(), waiting));
+            queue
+        })
     }
 
     /// Gives a run's committed pending events the next sequence numbers, in the order they were
@@ -796,6 +780,7 @@ impl Store {
             .map(|row| row.try_get("id"))
             .collect::<Result<_, _>>()?;
             // The ids read, not a range: on PostgreSQL an older id may commit after a newer one.
+            // The statements' text varies with the count, so they are not kept prepared.
             let listed = |first: usize| {
                 (first..first + ids.len()).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
             };
@@ -805,12 +790,14 @@ impl Store {
                  FROM snapshot_run_pending_events WHERE run_id = $1 AND id IN ({})",
                 listed(3)
             )))
+            .persistent(false)
             .bind(run_id)
             .bind(last);
             let mut delete = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DELETE FROM snapshot_run_pending_events WHERE run_id = $1 AND id IN ({})",
                 listed(2)
             )))
+            .persistent(false)
             .bind(run_id);
             for id in &ids {
                 insert = insert.bind(*id);
@@ -873,14 +860,25 @@ impl Store {
         Ok((row.try_get("newest")?, row.try_get("oldest")?))
     }
 
-    /// Keeps the last `keep` events of a finished run (and every run-level event).
+    /// Keeps the last `keep` events of a finished run (and every run-level event). Deletes a
+    /// range of sequences per statement, so the relay and other runs' writers are not kept
+    /// waiting on SQLite's one write lock for the whole of a large run's events.
     pub async fn prune_events(&self, run_id: &str, keep: i64) -> Result<(), SnapshotError> {
-        let (newest, _) = self.event_bounds(run_id).await?;
-        sqlx::query("DELETE FROM snapshot_run_events WHERE run_id = $1 AND volume = 1 AND sequence <= $2")
+        let (newest, oldest) = self.event_bounds(run_id).await?;
+        let last = newest - keep;
+        let mut from = oldest;
+        while from <= last {
+            let to = (from + EVENTS_PER_PRUNE - 1).min(last);
+            sqlx::query(
+                "DELETE FROM snapshot_run_events WHERE run_id = $1 AND volume = 1 AND sequence >= $2 AND sequence <= $3",
+            )
             .bind(run_id)
-            .bind(newest - keep)
+            .bind(from)
+            .bind(to)
             .execute(self.pool())
             .await?;
+            from = to + 1;
+        }
         Ok(())
     }
 
@@ -900,10 +898,11 @@ impl Store {
         rows.iter().map(outbox_entry).collect()
     }
 
-    /// Takes up to `limit` due entries for this replica's relay: in one transaction they are read
-    /// (on PostgreSQL with `FOR UPDATE SKIP LOCKED`, so replicas take different entries) and put
-    /// off until `now + hold`, so another relay passes them by while this one delivers. A relay
-    /// that dies holding entries leaves them due again after `hold`.
+    /// Takes up to `limit` due entries for this replica's relay, oldest first: one statement
+    /// puts them off until `now + hold` and returns them (on PostgreSQL skipping rows another
+    /// relay has locked), so another relay passes them by while this one delivers. A relay that
+    /// dies holding entries leaves them due again after `hold`. Being a single write, the claim
+    /// waits its turn on a busy SQLite database instead of failing as a read-then-write would.
     pub async fn claim_outbox(
         &self,
         now: DateTime<Utc>,
@@ -914,33 +913,36 @@ impl Store {
             service_kit::db::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
             service_kit::db::Backend::Sqlite => "",
         };
-        let mut tx = self.pool().begin().await?;
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT event_id, payload, attempts FROM outbox WHERE next_attempt_at <= $1 \
-             ORDER BY created_at, event_id LIMIT {limit}{lock}"
+            "UPDATE outbox SET next_attempt_at = $2 WHERE event_id IN (SELECT event_id FROM outbox \
+             WHERE next_attempt_at <= $1 ORDER BY created_at, event_id LIMIT {limit}{lock}) \
+             RETURNING event_id, payload, attempts, created_at"
         )))
         .bind(time_text(now))
-        .fetch_all(&mut *tx)
+        .bind(time_text(now + hold))
+        .fetch_all(self.pool())
         .await?;
-        let entries = rows.iter().map(outbox_entry).collect::<Result<Vec<_>, _>>()?;
-        for entry in &entries {
-            sqlx::query("UPDATE outbox SET next_attempt_at = $2 WHERE event_id = $1")
-                .bind(&entry.event_id)
-                .bind(time_text(now + hold))
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(entries)
+        let mut claimed = rows
+            .iter()
+            .map(|row| Ok((row.try_get::<String, _>("created_at")?, outbox_entry(row)?)))
+            .collect::<Result<Vec<_>, SnapshotError>>()?;
+        claimed.sort_by(|(a, x), (b, y)| (a, &x.event_id).cmp(&(b, &y.event_id)));
+        Ok(claimed.into_iter().map(|(_, entry)| entry).collect())
     }
 
     /// Removes delivered entries.
     pub async fn ack_outbox(&self, event_ids: &[String]) -> Result<(), SnapshotError> {
-        let mut tx = self.pool().begin().await?;
-        for id in event_ids {
-            sqlx::query("DELETE FROM outbox WHERE event_id = $1").bind(id).execute(&mut *tx).await?;
+        for ids in event_ids.chunks(IDS_PER_STATEMENT) {
+            // The text varies with the count, so it is not kept prepared.
+            let listed = (1..=ids.len()).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ");
+            let mut delete =
+                sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM outbox WHERE event_id IN ({listed})")))
+                    .persistent(false);
+            for id in ids {
+                delete = delete.bind(id);
+            }
+            delete.execute(self.pool()).await?;
         }
-        tx.commit().await?;
         Ok(())
     }
 
@@ -1051,6 +1053,97 @@ fn outbox_entry(row: &AnyRow) -> Result<OutboxEntry, SnapshotError> {
             .map_err(|e| SnapshotError::Corrupt(format!("outbox event: {e}")))?,
         attempts: row.try_get("attempts")?,
     })
+}
+
+/// An action waiting for the group-commit writer, with the one waiting for it.
+struct QueuedAction {
+    run_id: String,
+    action: Action,
+    now: DateTime<Utc>,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// Actions one group-commit transaction holds at most.
+const GROUP_MAX: usize = 64;
+
+/// Writes queued actions until every sender is gone: whatever is waiting when a transaction
+/// starts goes into it, up to [`GROUP_MAX`].
+async fn write_groups(database: Database, mut waiting: mpsc::Receiver<QueuedAction>) {
+    let mut group = Vec::with_capacity(GROUP_MAX);
+    while waiting.recv_many(&mut group, GROUP_MAX).await > 0 {
+        let result =
+            write_group(database.pool(), &group).await.map_err(|error| format!("recording actions: {error}"));
+        for queued in group.drain(..) {
+            // The caller may have gone (a cancelled run); its action is written all the same.
+            let _ = queued.done.send(result.clone());
+        }
+    }
+}
+
+/// Writes a group of actions in one transaction.
+async fn write_group(pool: &AnyPool, group: &[QueuedAction]) -> Result<(), SnapshotError> {
+    let mut tx = pool.begin().await?;
+    for QueuedAction { run_id, action, now, .. } in group {
+        write_action(&mut tx, run_id, action, *now).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// One action's rows: work item state, outbox events, pending watch events, quota block.
+async fn write_action(
+    tx: &mut Transaction<'_, Any>,
+    run_id: &str,
+    action: &Action,
+    now: DateTime<Utc>,
+) -> Result<(), SnapshotError> {
+    for item in &action.begin {
+        sqlx::query(
+            "INSERT INTO run_work_items (idempotency_key, run_id, volume_id, project_id, policy, slot, region, state, \
+             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'creating', $8, $8) \
+             ON CONFLICT (idempotency_key) DO UPDATE SET run_id = excluded.run_id, state = 'creating', \
+             updated_at = excluded.updated_at, error = NULL",
+        )
+        .bind(&item.key)
+        .bind(&item.run_id)
+        .bind(&item.volume_id)
+        .bind(&item.project_id)
+        .bind(&item.policy)
+        .bind(&item.slot)
+        .bind(&item.region)
+        .bind(time_text(now))
+        .execute(&mut **tx)
+        .await?;
+    }
+    if let Some(update) = &action.work_item {
+        sqlx::query(
+            "UPDATE run_work_items SET state = $2, snapshot_id = $3, error = $4, updated_at = $5 WHERE idempotency_key = $1",
+        )
+        .bind(&update.key)
+        .bind(update.state)
+        .bind(update.snapshot_id.clone())
+        .bind(update.error.clone())
+        .bind(time_text(now))
+        .execute(&mut **tx)
+        .await?;
+    }
+    for event in &action.audit {
+        enqueue(tx, event, now).await?;
+    }
+    for (volume, event) in &action.watch {
+        append_watch_event(tx, run_id, *volume, event.clone(), now).await?;
+    }
+    if let Some(block) = &action.quota_block {
+        sqlx::query(
+            "INSERT INTO snapshot_quota_blocks (run_id, position, payload) VALUES ($1, \
+             (SELECT COALESCE(MAX(position), 0) + 1 FROM snapshot_quota_blocks WHERE run_id = $1), $2)",
+        )
+        .bind(run_id)
+        .bind(block.encode_to_vec())
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }
 
 async fn enqueue(

@@ -228,6 +228,15 @@ impl Suite {
         (response.run.unwrap(), response.quota_blocks, stats)
     }
 
+    async fn batches(&mut self, run_id: &str) -> Vec<pb::Batch> {
+        let request = pb::GetRunRequest {
+            run_id: run_id.to_owned(),
+            include_batches: true,
+            include_quota_blocks: false,
+        };
+        self.api.get_run(request).await.unwrap().into_inner().batches
+    }
+
     async fn snapshots(&self) -> Vec<openstack::Snapshot> {
         let all = openstack::SnapshotQuery { all_tenants: true, ..openstack::SnapshotQuery::default() };
         self.admin.cinder().snapshots(&all).await.unwrap()
@@ -324,6 +333,14 @@ async fn runs_create_due_snapshots_in_each_project_block_on_quota_retain_and_nev
     let deleted: Vec<&String> = before.iter().filter(|id| !after.iter().any(|s| &s.id == *id)).collect();
     assert_eq!(deleted.len(), 3);
     println!("first run: {} OpenStack calls {stats:?}", calls(&stats));
+
+    // One project per batch at concurrency 2: the second batch starts as soon as the first
+    // project leaves a worker free, not after the first batch has ended.
+    let batches = suite.batches(&first.run_id).await;
+    assert_eq!(batches.len(), 3, "{batches:?}");
+    let at = |t: &Option<snapkeeper_proto::prost_types::Timestamp>| t.as_ref().map(|t| (t.seconds, t.nanos));
+    assert!(batches.iter().all(|b| b.status == pb::BatchStatus::Completed as i32 || b.quota_blocked > 0));
+    assert!(at(&batches[1].started_at) < at(&batches[0].finished_at), "{batches:?}");
 
     // Every created snapshot has its audit record once the relay delivered the outbox, each in
     // the volume's project with the figures of the block, and audit-svc's own summary of the run

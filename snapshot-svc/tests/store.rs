@@ -107,8 +107,8 @@ async fn exercise(store: Store) {
         slot: "2026-03-01T00:00:00Z".to_owned(),
         region: "RegionOne".to_owned(),
     };
-    store.begin_create(&item, t0).await.unwrap();
-    store.begin_create(&item, t0).await.unwrap();
+    store.begin_creates(std::slice::from_ref(&item), t0).await.unwrap();
+    store.begin_creates(std::slice::from_ref(&item), t0).await.unwrap();
     let unfinished = store.unfinished_creates().await.unwrap();
     assert_eq!(
         unfinished.iter().map(|i| (i.key.as_str(), i.run_id.as_str())).collect::<Vec<_>>(),
@@ -150,6 +150,17 @@ async fn exercise(store: Store) {
         1
     );
     store.ack_outbox(&ids).await.unwrap();
+    assert_eq!(store.outbox_len().await.unwrap(), 0);
+    // The relay takes the oldest entries first, whatever order they were written in.
+    for (minute, id) in [(3, "e-late"), (1, "e-early"), (2, "e-middle")] {
+        let event = audit::Event { event_id: id.to_owned(), ..event.clone() };
+        let written = t0 + Duration::minutes(minute);
+        store.commit(&manual.id, Action { audit: vec![event], ..Action::default() }, written).await.unwrap();
+    }
+    let claimed = store.claim_outbox(t0 + Duration::minutes(5), Duration::minutes(1), 10).await.unwrap();
+    let claimed: Vec<String> = claimed.into_iter().map(|e| e.event_id).collect();
+    assert_eq!(claimed, ["e-early", "e-middle", "e-late"]);
+    store.ack_outbox(&claimed).await.unwrap();
     assert_eq!(store.outbox_len().await.unwrap(), 0);
 
     // Cancel: recorded once; a pending run stops at once.
@@ -216,6 +227,54 @@ async fn exercise(store: Store) {
     store.record_tick("scheduler", t0).await.unwrap();
     let lease = store.lease("scheduler").await.unwrap().unwrap();
     assert_eq!((lease.holder.as_str(), lease.last_tick_at), ("host-b", Some(t0)));
+
+    // Pruning a finished run keeps its newest volume events and every run-level one, across
+    // more events than one pruning statement takes.
+    let step = pb::watch_run_response::Event::StepChanged(pb::RunStep::default());
+    let processed = pb::watch_run_response::Event::VolumeProcessed(pb::VolumeProcessed::default());
+    let watch = std::iter::once((false, step)).chain(std::iter::repeat_n((true, processed), 6_001)).collect();
+    store.commit(&next.id, Action { watch, ..Action::default() }, t0).await.unwrap();
+    store.prune_events(&next.id, 1_000).await.unwrap();
+    let kept: Vec<i64> =
+        store.events_after(&next.id, 0, true, 10_000).await.unwrap().iter().map(|e| e.sequence).collect();
+    assert_eq!(kept.len(), 1_001);
+    assert_eq!((kept[0], kept[1], kept[1_000]), (1, 5_003, 6_002));
+}
+
+/// On SQLite a claim that read the outbox and then wrote to it failed at once ("database is
+/// locked") when another connection committed in between; a large run's writers made that
+/// happen again and again. The claim now waits its turn behind the writer.
+#[tokio::test]
+async fn a_relay_claim_waits_behind_another_sqlite_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/snapshot.db?mode=rwc", dir.path().display());
+    let database = Database::connect(&url, snapshot_svc::SCHEMA, 4).await.unwrap();
+    database.migrate(snapshot_svc::MIGRATIONS).await.unwrap();
+    let store = Store::new(database.clone());
+    let t0 = at("2026-03-01T10:00:00Z");
+    let run = store.create_run(&new_run(RunKind::Manual, t0)).await.unwrap();
+    let event =
+        audit::Event { event_id: "e-1".to_owned(), run_id: run.id.clone(), ..audit::Event::default() };
+    store.commit(&run.id, Action { audit: vec![event], ..Action::default() }, t0).await.unwrap();
+
+    let mut writer = database.pool().acquire().await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut *writer).await.unwrap();
+    sqlx::query(
+        "INSERT INTO outbox (event_id, run_id, payload, created_at, next_attempt_at) \
+         VALUES ('e-2', NULL, x'', '2026-03-01T10:00:01.000000Z', '2026-03-01T10:00:01.000000Z')",
+    )
+    .execute(&mut *writer)
+    .await
+    .unwrap();
+    let relay = store.clone();
+    let claim =
+        tokio::spawn(
+            async move { relay.claim_outbox(t0 + Duration::minutes(1), Duration::minutes(1), 10).await },
+        );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    sqlx::query("COMMIT").execute(&mut *writer).await.unwrap();
+    let claimed = claim.await.unwrap().unwrap();
+    assert_eq!(claimed.iter().map(|e| e.event_id.as_str()).collect::<Vec<_>>(), ["e-1", "e-2"]);
 }
 
 #[tokio::test]
