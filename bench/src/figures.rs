@@ -5,6 +5,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+/// The simulator's binary name.
+pub(crate) const SIMULATOR: &str = "openstack-sim";
+
 /// Memory and CPU of one service process.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub(crate) struct Usage {
@@ -31,9 +34,14 @@ pub(crate) fn cpu_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
-/// Whether an operation is a listing: its pages follow each other, so it is serial in a run.
+/// Listings made once per project (identity-svc checks the service user's roles in each
+/// project it issues credentials for): they run concurrently like any other per-project call.
+const PER_PROJECT_LISTINGS: [&str; 1] = ["keystone.role_assignments.list"];
+
+/// Whether an operation is a cloud-wide listing: its pages follow each other, so it is serial
+/// in a run.
 fn is_listing(operation: &str) -> bool {
-    operation.rsplit('.').next() == Some("list")
+    operation.rsplit('.').next() == Some("list") && !PER_PROJECT_LISTINGS.contains(&operation)
 }
 
 /// The latency bound of a run: listings are serial, every other call shares the concurrency.
@@ -113,9 +121,11 @@ impl Measurement {
         self.calls.values().sum()
     }
 
-    /// Peak RSS of the largest service, MiB.
+    /// Largest peak RSS of the suite's services; the simulator stands in for the cloud, so it
+    /// is reported but not held to the services' target.
     pub(crate) fn max_rss_mib(&self) -> f64 {
-        self.usage.values().map(|u| u.peak_rss_kib).max().unwrap_or(0) as f64 / 1024.0
+        let services = self.usage.iter().filter(|(name, _)| name.as_str() != SIMULATOR);
+        services.map(|(_, u)| u.peak_rss_kib).max().unwrap_or(0) as f64 / 1024.0
     }
 }
 
@@ -170,7 +180,7 @@ pub(crate) fn describe(m: &Measurement) -> String {
     let verdict = |met: bool| if met { "met" } else { "MISSED" };
     let _ = writeln!(
         text,
-        "targets: wall within 1.25x of bound {} ({:.2}x); every service under 64 MiB RSS {} (largest {:.1} MiB)",
+        "targets: wall within 1.25x of bound {} ({:.2}x); every service under 64 MiB RSS {} (largest {:.1} MiB; the simulator is the cloud, not held to it)",
         verdict(m.efficiency() >= 0.8),
         1.0 / m.efficiency().max(f64::MIN_POSITIVE),
         verdict(m.max_rss_mib() < 64.0),
@@ -298,7 +308,8 @@ mod tests {
         let calls = BTreeMap::from([
             ("cinder.volumes.list".to_owned(), 4),
             ("cinder.snapshots.create".to_owned(), 80),
-            ("cinder.snapshots.delete".to_owned(), 20),
+            ("cinder.snapshots.delete".to_owned(), 10),
+            ("keystone.role_assignments.list".to_owned(), 10),
         ]);
         let b = bound(&calls, Duration::from_millis(20), 10);
         assert_eq!((b.serial_calls, b.parallel_calls), (4, 100));

@@ -19,11 +19,10 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::cloud::{self, SERVICE_PASSWORD, SERVICE_USER, Shape};
-use crate::figures::{self, Measurement, Usage};
+use crate::figures::{self, Measurement, SIMULATOR, Usage};
 
 /// The binaries a run starts.
-pub(crate) const BINARIES: [&str; 5] =
-    ["openstack-sim", "identity-svc", "policy-svc", "audit-svc", "snapshot-svc"];
+pub(crate) const BINARIES: [&str; 5] = [SIMULATOR, "identity-svc", "policy-svc", "audit-svc", "snapshot-svc"];
 
 /// Where the services keep their data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,7 +119,7 @@ fn spawn(
         .env("RUST_LOG", std::env::var("BENCH_SERVICE_LOG").unwrap_or_else(|_| "warn".to_owned()))
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         // The simulator prints its URL on stdout; services log there, into the log file.
-        .stdout(if name == "openstack-sim" { Stdio::piped() } else { Stdio::from(file.try_clone()?) })
+        .stdout(if name == SIMULATOR { Stdio::piped() } else { Stdio::from(file.try_clone()?) })
         .stderr(file)
         .kill_on_drop(true);
     let child = command.spawn().with_context(|| format!("starting {}", plan.bin_dir.join(name).display()))?;
@@ -217,7 +216,7 @@ pub(crate) async fn measure(plan: &Plan) -> anyhow::Result<Measurement> {
     let mut sim = spawn(
         plan,
         dir_path,
-        "openstack-sim",
+        SIMULATOR,
         &[
             "--listen",
             "127.0.0.1:0",
