@@ -360,9 +360,11 @@ async fn insert_rows_then(
             columns.join(", "),
             placeholders(batch.len(), columns.len())
         );
-        // Only a full batch's statement recurs; kept prepared, every other row count would be a
-        // large statement held in each connection's cache for nothing.
-        let recurs = batch.len() == per_statement;
+        // On SQLite only a full batch's statement recurs; kept prepared, every other row count
+        // would be a large program held in each connection's cache for nothing. PostgreSQL's
+        // batches are larger than a sync chunk, so its recurring statement is the chunk-sized
+        // one, and parsing and planning it anew for every chunk doubled a 10k-volume sync.
+        let recurs = batch.len() == per_statement || tx.backend_name() != "SQLite";
         inserted += bind_all(
             sqlx::query(AssertSqlSafe(sql)).persistent(recurs),
             batch.into_iter().flatten().collect(),
