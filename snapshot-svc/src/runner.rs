@@ -1189,8 +1189,8 @@ impl Runner {
         // The project's work items are durable in one commit before its first create, so each
         // create then waits only on Cinder. One never sent (a crash, a stop) is retried under the
         // same key while its slot lasts and recorded as lost after that (see `plan`).
-        let items: Vec<WorkItem> = sending.iter().map(|(_, _, item)| item.clone()).collect();
-        self.inner.store.begin_creates(&items, self.now()).await?;
+        let items = sending.iter().map(|(_, _, item)| item.clone()).collect();
+        self.inner.store.begin_creates(items, self.now()).await?;
         let mut previous = None;
         for (pair, in_use, item) in sending {
             if execution.stopped() {

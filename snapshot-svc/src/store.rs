@@ -692,10 +692,9 @@ impl Store {
 
     /// Records creates about to be sent (before their calls), taking over keys an earlier run
     /// left.
-    pub async fn begin_creates(&self, items: &[WorkItem], now: DateTime<Utc>) -> Result<(), SnapshotError> {
-        let Some(first) = items.first() else { return Ok(()) };
-        let action = Action { begin: items.to_vec(), ..Action::default() };
-        self.commit(&first.run_id, action, now).await
+    pub async fn begin_creates(&self, items: Vec<WorkItem>, now: DateTime<Utc>) -> Result<(), SnapshotError> {
+        let Some(run_id) = items.first().map(|item| item.run_id.clone()) else { return Ok(()) };
+        self.commit(&run_id, Action { begin: items, ..Action::default() }, now).await
     }
 
     /// Work items left `creating` by runs that did not finish them.

@@ -107,8 +107,8 @@ async fn exercise(store: Store) {
         slot: "2026-03-01T00:00:00Z".to_owned(),
         region: "RegionOne".to_owned(),
     };
-    store.begin_creates(std::slice::from_ref(&item), t0).await.unwrap();
-    store.begin_creates(std::slice::from_ref(&item), t0).await.unwrap();
+    store.begin_creates(vec![item.clone()], t0).await.unwrap();
+    store.begin_creates(vec![item.clone()], t0).await.unwrap();
     let unfinished = store.unfinished_creates().await.unwrap();
     assert_eq!(
         unfinished.iter().map(|i| (i.key.as_str(), i.run_id.as_str())).collect::<Vec<_>>(),
