@@ -17,7 +17,7 @@ use snapkeeper_proto::audit::v1 as audit;
 use tokio::sync::mpsc;
 
 use crate::SnapshotError;
-use crate::listing::SnapshotIndex;
+use crate::listing::{IndexBuilder, SnapshotIndex};
 use crate::run::timestamp;
 
 /// Admin access to the cloud and the regions runs cover.
@@ -170,7 +170,7 @@ impl Listing {
                 }
             },
         );
-        let mut index = SnapshotIndex::default();
+        let mut index = IndexBuilder::default();
         let mut snapshot_count = 0;
         let snapshots = pages(
             admin,
@@ -194,7 +194,8 @@ impl Listing {
             },
         );
         tokio::try_join!(volumes, snapshots)?;
-        listing.snapshots = index;
+        listing.volumes.shrink_to_fit();
+        listing.snapshots = index.build();
         listing.snapshot_count = snapshot_count;
         Ok(listing)
     }

@@ -45,7 +45,7 @@ pub fn covers(snapshot: &OurSnapshot, slot: DateTime<Utc>) -> bool {
 pub fn judge(current_slot: Option<DateTime<Utc>>, existing: &[OurSnapshot]) -> Dueness {
     let Some(slot) = current_slot else { return Dueness::NoSlotYet };
     match existing.iter().find(|s| covers(s, slot)) {
-        Some(snapshot) => Dueness::Taken { slot, snapshot_id: snapshot.id.clone() },
+        Some(snapshot) => Dueness::Taken { slot, snapshot_id: snapshot.id.to_string() },
         None => Dueness::Due { slot },
     }
 }
@@ -73,7 +73,7 @@ pub fn resolve_unfinished(
     existing: &[OurSnapshot],
 ) -> Unfinished {
     if let Some(snapshot) = existing.iter().find(|s| s.slot == Some(item_slot)) {
-        return Unfinished::Found { snapshot_id: snapshot.id.clone() };
+        return Unfinished::Found { snapshot_id: snapshot.id.to_string() };
     }
     if current_slot == Some(item_slot) { Unfinished::Retry } else { Unfinished::Lost }
 }
@@ -81,6 +81,7 @@ pub fn resolve_unfinished(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::listing::{CinderId, Status};
 
     fn at(text: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(text).unwrap().to_utc()
@@ -88,8 +89,8 @@ mod tests {
 
     fn snap(id: &str, status: &str, slot: Option<&str>, created: &str) -> OurSnapshot {
         OurSnapshot {
-            id: id.to_owned(),
-            status: status.to_owned(),
+            id: CinderId::new(id),
+            status: Status::new(status),
             created_at: Some(at(created)),
             slot: slot.map(at),
             held: false,

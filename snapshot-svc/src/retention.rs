@@ -6,7 +6,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 
-use crate::listing::OurSnapshot;
+use crate::listing::{OurSnapshot, Status};
 
 /// How many snapshots of one (volume, policy) are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +59,7 @@ pub fn plan(
 ) -> Vec<Deletion> {
     let mut deletions = Vec::new();
     let mut available: Vec<&OurSnapshot> =
-        snapshots.iter().filter(|s| !s.held && s.status == "available").collect();
+        snapshots.iter().filter(|s| !s.held && s.status == Status::Available).collect();
     // Newest first; a snapshot without a creation time sorts as the oldest. Cinder on MySQL keeps
     // whole seconds, so snapshots made in one second tie: the later slot is the newer one.
     available.sort_by(|a, b| {
@@ -79,13 +79,17 @@ pub fn plan(
             }
         };
         if let Some(reason) = reason {
-            deletions.push(Deletion { snapshot_id: snapshot.id.clone(), size_gb: snapshot.size_gb, reason });
+            deletions.push(Deletion {
+                snapshot_id: snapshot.id.to_string(),
+                size_gb: snapshot.size_gb,
+                reason,
+            });
         }
     }
-    for snapshot in snapshots.iter().filter(|s| !s.held && s.status == "error") {
+    for snapshot in snapshots.iter().filter(|s| !s.held && s.status == Status::Error) {
         if snapshot.created_at.is_some_and(|created| now - created > error_grace) {
             deletions.push(Deletion {
-                snapshot_id: snapshot.id.clone(),
+                snapshot_id: snapshot.id.to_string(),
                 size_gb: snapshot.size_gb,
                 reason: DeleteReason::ErrorAfterGrace,
             });
@@ -97,6 +101,7 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::listing::CinderId;
 
     fn at(text: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(text).unwrap().to_utc()
@@ -104,8 +109,8 @@ mod tests {
 
     fn snap(id: &str, status: &str, day: u32) -> OurSnapshot {
         OurSnapshot {
-            id: id.to_owned(),
-            status: status.to_owned(),
+            id: CinderId::new(id),
+            status: Status::new(status),
             created_at: Some(at(&format!("2026-03-{day:02}T00:01:00Z"))),
             slot: None,
             held: false,
