@@ -37,8 +37,12 @@ pub const WRITER_ROLE: &str = "snapkeeper_audit_writer";
 /// parameters: at 999 they held 9.6 MB in a 10,000-volume run, at 240 1 MB, in no more time.
 const SQLITE_PARAMS_PER_INSERT: usize = 240;
 
-/// Bound parameters per multi-row INSERT on PostgreSQL, where fewer, larger statements are faster.
-const POSTGRES_PARAMS_PER_INSERT: usize = 16_000;
+/// Bound parameters per multi-row INSERT on PostgreSQL: about 12 KB of values, so a statement
+/// goes out in one TLS record. A larger one is two writes, and the second waits for the server's
+/// delayed ACK (40 ms; the driver leaves Nagle's algorithm on): with 16,000 parameters that was
+/// most of a 10,000-volume sync. Each connection also keeps a full batch's statement prepared
+/// with the types of all its parameters, which at 16,000 held 23 MB across the pool.
+const POSTGRES_PARAMS_PER_INSERT: usize = 400;
 
 /// Rows per multi-row INSERT of `columns` columns on the connection's database.
 fn rows_per_insert(connection: &sqlx::AnyConnection, columns: usize) -> usize {
@@ -360,11 +364,9 @@ async fn insert_rows_then(
             columns.join(", "),
             placeholders(batch.len(), columns.len())
         );
-        // On SQLite only a full batch's statement recurs; kept prepared, every other row count
-        // would be a large program held in each connection's cache for nothing. PostgreSQL's
-        // batches are larger than a sync chunk, so its recurring statement is the chunk-sized
-        // one, and parsing and planning it anew for every chunk doubled a 10k-volume sync.
-        let recurs = batch.len() == per_statement || tx.backend_name() != "SQLite";
+        // Only a full batch's statement recurs; kept prepared, every other row count would be a
+        // large statement held in each connection's cache for nothing.
+        let recurs = batch.len() == per_statement;
         inserted += bind_all(
             sqlx::query(AssertSqlSafe(sql)).persistent(recurs),
             batch.into_iter().flatten().collect(),
@@ -1080,7 +1082,8 @@ impl Store {
                 placeholders(batch.len(), RECORD_COLUMNS.len())
             );
             let values = batch.iter().flat_map(|e| record_values(e, recorded_at)).collect();
-            for row in bind_all(sqlx::query(AssertSqlSafe(sql)), values).fetch_all(&mut *tx).await? {
+            let query = sqlx::query(AssertSqlSafe(sql)).persistent(batch.len() == per_statement);
+            for row in bind_all(query, values).fetch_all(&mut *tx).await? {
                 inserted.insert(text(&row, "event_id")?);
             }
         }
