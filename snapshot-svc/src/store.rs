@@ -182,8 +182,9 @@ pub struct Store {
 /// Watch event sequences one pruning statement deletes at most.
 const EVENTS_PER_PRUNE: i64 = 5_000;
 
-/// Ids bound into one `IN (...)` list at most.
-const IDS_PER_STATEMENT: usize = 500;
+/// Ids bound into one `IN (...)` list at most: about 12 KB, one TLS record to PostgreSQL (a second
+/// record waits for the server's delayed ACK, as the driver leaves Nagle's algorithm on).
+const IDS_PER_STATEMENT: usize = 300;
 
 /// Pending watch events numbered per transaction.
 const EVENTS_PER_NUMBERING: usize = 500;
