@@ -39,8 +39,8 @@ const SQLITE_PARAMS_PER_INSERT: usize = 240;
 
 /// Bound parameters per multi-row INSERT on PostgreSQL: about 12 KB of values, so a statement
 /// goes out in one TLS record. A larger one is two writes, and the second waits for the server's
-/// delayed ACK (40 ms; the driver leaves Nagle's algorithm on): with 16,000 parameters that was
-/// most of a 10,000-volume sync. Each connection also keeps a full batch's statement prepared
+/// delayed ACK (40 ms; the driver leaves Nagle's algorithm on): with 16,000 parameters that was a
+/// third of a 10,000-volume sync. Each connection also keeps a full batch's statement prepared
 /// with the types of all its parameters, which at 16,000 held 23 MB across the pool.
 const POSTGRES_PARAMS_PER_INSERT: usize = 400;
 
