@@ -781,21 +781,18 @@ impl Store {
             .collect::<Result<_, _>>()?;
             // The ids read, not a range: on PostgreSQL an older id may commit after a newer one.
             // The statements' text varies with the count, so they are not kept prepared.
-            let listed = |first: usize| {
-                (first..first + ids.len()).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
-            };
             let mut insert = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "INSERT INTO snapshot_run_events (run_id, sequence, volume, payload) \
                  SELECT run_id, $2 + ROW_NUMBER() OVER (ORDER BY id), volume, payload \
                  FROM snapshot_run_pending_events WHERE run_id = $1 AND id IN ({})",
-                listed(3)
+                parameters(3, ids.len())
             )))
             .persistent(false)
             .bind(run_id)
             .bind(last);
             let mut delete = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DELETE FROM snapshot_run_pending_events WHERE run_id = $1 AND id IN ({})",
-                listed(2)
+                parameters(2, ids.len())
             )))
             .persistent(false)
             .bind(run_id);
@@ -934,7 +931,7 @@ impl Store {
     pub async fn ack_outbox(&self, event_ids: &[String]) -> Result<(), SnapshotError> {
         for ids in event_ids.chunks(IDS_PER_STATEMENT) {
             // The text varies with the count, so it is not kept prepared.
-            let listed = (1..=ids.len()).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ");
+            let listed = parameters(1, ids.len());
             let mut delete =
                 sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM outbox WHERE event_id IN ({listed})")))
                     .persistent(false);
@@ -1053,6 +1050,11 @@ fn outbox_entry(row: &AnyRow) -> Result<OutboxEntry, SnapshotError> {
             .map_err(|e| SnapshotError::Corrupt(format!("outbox event: {e}")))?,
         attempts: row.try_get("attempts")?,
     })
+}
+
+/// `count` numbered parameters from `$first`, comma-separated, for an `IN (...)` list.
+fn parameters(first: usize, count: usize) -> String {
+    (first..first + count).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
 }
 
 /// An action waiting for the group-commit writer, with the one waiting for it.

@@ -247,9 +247,7 @@ async fn exercise(store: Store) {
 #[tokio::test]
 async fn a_relay_claim_waits_behind_another_sqlite_writer() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/snapshot.db?mode=rwc", dir.path().display());
-    let database = Database::connect(&url, snapshot_svc::SCHEMA, 4).await.unwrap();
-    database.migrate(snapshot_svc::MIGRATIONS).await.unwrap();
+    let database = sqlite(&dir).await;
     let store = Store::new(database.clone());
     let t0 = at("2026-03-01T10:00:00Z");
     let run = store.create_run(&new_run(RunKind::Manual, t0)).await.unwrap();
@@ -277,12 +275,18 @@ async fn a_relay_claim_waits_behind_another_sqlite_writer() {
     assert_eq!(claimed.iter().map(|e| e.event_id.as_str()).collect::<Vec<_>>(), ["e-1", "e-2"]);
 }
 
-#[tokio::test]
-async fn store_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
+/// A migrated SQLite database in `dir`.
+async fn sqlite(dir: &tempfile::TempDir) -> Database {
     let url = format!("sqlite://{}/snapshot.db?mode=rwc", dir.path().display());
     let database = Database::connect(&url, snapshot_svc::SCHEMA, 4).await.unwrap();
     database.migrate(snapshot_svc::MIGRATIONS).await.unwrap();
+    database
+}
+
+#[tokio::test]
+async fn store_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = sqlite(&dir).await;
     exercise(Store::new(database)).await;
 }
 
